@@ -1,0 +1,3 @@
+"""trainlab: config-driven PyTorch training with one readable loop."""
+
+__version__ = "0.1.0"

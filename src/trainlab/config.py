@@ -1,0 +1,377 @@
+"""Typed schemas for every shipped component, checked before any work starts.
+
+Hydra composes the YAML files in `configs/`; `validate(cfg)` then checks each node against
+the schema registered for its `_target_`: every key known, every value of the right type
+and inside its range. A node whose `_target_` is a user's own class has no schema here and
+is checked by that class when it is built. The first problem found is raised as a
+`ConfigError` whose message names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from trainlab.errors import ConfigError, did_you_mean
+
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+def register_resolvers() -> None:
+    """Resolvers the YAML files use; registered before Hydra composes."""
+    if not OmegaConf.has_resolver("trainlab.suffix"):
+        OmegaConf.register_new_resolver(
+            "trainlab.suffix", lambda name: f"_{name}" if name not in (None, "") else ""
+        )
+
+
+def spec(
+    default: Any = MISSING,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A schema field: its default plus the range or names it must stay within."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _batch_size(value: Any) -> str | None:
+    if value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return "must be a positive integer or 'full' (full-batch gradient descent)"
+
+
+def _device(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        return None
+    return "must be one of: auto, cpu, cuda, cuda:N, mps"
+
+
+def _positive_ints(value: Any) -> str | None:
+    if all(isinstance(v, int) and v >= 1 for v in value):
+        return None
+    return "must be a list of positive integers, e.g. [256,128]"
+
+
+def _unit_pair(value: Any) -> str | None:
+    if len(value) == 2 and all(0.0 <= v < 1.0 for v in value):
+        return None
+    return "must be two numbers in [0, 1), e.g. [0.9,0.999]"
+
+
+def _bar(value: Any) -> str | None:
+    return None if value in ("auto", True, False) else "must be one of: auto, true, false"
+
+
+# --- data -------------------------------------------------------------------------------
+@dataclass
+class SplitSchema:
+    val_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    scaling: str = spec("standard", choices=("standard", "minmax", "none"))
+    batch_size: Any = spec(64, check=_batch_size)
+    eval_batch_size: int = spec(1024, ge=1)
+    shuffle: bool = spec(True)
+    drop_last: bool = spec(False)
+
+    def cross_check(self, key: str) -> None:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                f"{key}.val_fraction + {key}.test_fraction = "
+                f"{self.val_fraction + self.test_fraction:g} leaves too little to train on; "
+                "keep their sum below 0.9"
+            )
+
+
+@dataclass
+class DigitsSchema(SplitSchema):
+    pass
+
+
+@dataclass
+class SyntheticSchema(SplitSchema):
+    n_samples: int = spec(2000, ge=20)
+    n_features: int = spec(20, ge=2)
+    n_informative: int = spec(10, ge=1)
+    n_classes: int = spec(4, ge=2)
+    class_sep: float = spec(1.0, gt=0.0)
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if self.n_informative > self.n_features:
+            raise ConfigError(
+                f"{key}.n_informative={self.n_informative} exceeds "
+                f"{key}.n_features={self.n_features}; lower it or add features"
+            )
+
+
+# --- model --------------------------------------------------------------------------------
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
+
+
+@dataclass
+class MLPSchema:
+    hidden_sizes: list[int] = spec([256, 128], check=_positive_ints)
+    activation: str = spec("relu", choices=ACTIVATIONS)
+    dropout: float = spec(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = spec(False)
+
+
+# --- loss ---------------------------------------------------------------------------------
+@dataclass
+class CrossEntropySchema:
+    label_smoothing: float = spec(0.0, ge=0.0, le=1.0)
+
+
+# --- optimizers ---------------------------------------------------------------------------
+@dataclass
+class SGDSchema:
+    lr: float = spec(1e-3, gt=0.0)
+    momentum: float = spec(0.0, ge=0.0, lt=1.0)
+    dampening: float = spec(0.0, ge=0.0, le=1.0)
+    nesterov: bool = spec(False)
+    weight_decay: float = spec(0.0, ge=0.0)
+
+    def cross_check(self, key: str) -> None:
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ConfigError(
+                f"{key}.nesterov=true needs {key}.momentum > 0 and {key}.dampening=0, "
+                f"e.g. {key}.momentum=0.9"
+            )
+
+
+@dataclass
+class AdamSchema:
+    lr: float = spec(1e-3, gt=0.0)
+    betas: list[float] = spec([0.9, 0.999], check=_unit_pair)
+    eps: float = spec(1e-8, gt=0.0)
+    weight_decay: float = spec(0.0, ge=0.0)
+
+
+@dataclass
+class RMSpropSchema:
+    lr: float = spec(1e-2, gt=0.0)
+    alpha: float = spec(0.99, ge=0.0, le=1.0)
+    eps: float = spec(1e-8, gt=0.0)
+    momentum: float = spec(0.0, ge=0.0, lt=1.0)
+    centered: bool = spec(False)
+    weight_decay: float = spec(0.0, ge=0.0)
+
+
+# --- learning-rate schedules --------------------------------------------------------------
+@dataclass
+class SchedSchema:
+    interval: str = spec("epoch", choices=("step", "epoch"))
+
+
+@dataclass
+class StepLRSchema(SchedSchema):
+    step_size: int = spec(10, ge=1)
+    gamma: float = spec(0.1, gt=0.0)
+
+
+@dataclass
+class ExponentialLRSchema(SchedSchema):
+    gamma: float = spec(0.95, gt=0.0)
+
+
+@dataclass
+class CosineSchema(SchedSchema):
+    warmup_epochs: float = spec(0.0, ge=0.0)
+    eta_min: float = spec(0.0, ge=0.0)
+
+
+@dataclass
+class OneCycleSchema(SchedSchema):
+    max_lr: float = spec(0.01, gt=0.0)
+    pct_start: float = spec(0.3, gt=0.0, lt=1.0)
+    anneal_strategy: str = spec("cos", choices=("cos", "linear"))
+    div_factor: float = spec(25.0, gt=0.0)
+    final_div_factor: float = spec(1e4, gt=0.0)
+
+
+@dataclass
+class PlateauSchema(SchedSchema):
+    monitor: str = spec("val/loss")
+    mode: str = spec("min", choices=("min", "max"))
+    factor: float = spec(0.1, gt=0.0, lt=1.0)
+    patience: int = spec(5, ge=0)
+    threshold: float = spec(1e-4, ge=0.0)
+    min_lr: float = spec(0.0, ge=0.0)
+
+
+# --- callbacks and logger -----------------------------------------------------------------
+@dataclass
+class EarlyStoppingSchema:
+    monitor: str = spec("val/loss")
+    mode: str = spec("auto", choices=("auto", "min", "max"))
+    min_delta: float = spec(0.0, ge=0.0)
+    patience: int = spec(0, ge=0)
+    baseline: float | None = spec(None)
+    restore_best_weights: bool = spec(False)
+    start_from_epoch: int = spec(0, ge=0)
+
+
+@dataclass
+class ModelCheckpointSchema:
+    dirpath: str = spec("checkpoints")
+    monitor: str = spec("val/acc")
+    mode: str = spec("auto", choices=("auto", "min", "max"))
+    save_last: bool = spec(True)
+    save_best: bool = spec(True)
+
+
+@dataclass
+class NoArgumentsSchema:
+    pass
+
+
+@dataclass
+class ProgressSchema:
+    bar: Any = spec("auto", check=_bar)
+
+
+@dataclass
+class TensorBoardSchema:
+    log_dir: str = spec("tb")
+
+
+# --- the fixed parts ------------------------------------------------------------------------
+@dataclass
+class TrainerSchema:
+    max_epochs: int = spec(30, ge=1)
+    device: str = spec("auto", check=_device)
+    log_every_n_steps: int = spec(1, ge=1)
+    limit_train_batches: int | None = spec(None, ge=1)
+    limit_eval_batches: int | None = spec(None, ge=1)
+
+
+SCHEMAS: dict[str, type] = {
+    "trainlab.data.load_digits": DigitsSchema,
+    "trainlab.data.load_synthetic": SyntheticSchema,
+    "trainlab.models.MLP": MLPSchema,
+    "torch.nn.CrossEntropyLoss": CrossEntropySchema,
+    "torch.optim.SGD": SGDSchema,
+    "torch.optim.Adam": AdamSchema,
+    "torch.optim.AdamW": AdamSchema,
+    "torch.optim.RMSprop": RMSpropSchema,
+    "torch.optim.lr_scheduler.StepLR": StepLRSchema,
+    "torch.optim.lr_scheduler.ExponentialLR": ExponentialLRSchema,
+    "trainlab.optim.cosine_with_warmup": CosineSchema,
+    "torch.optim.lr_scheduler.OneCycleLR": OneCycleSchema,
+    "torch.optim.lr_scheduler.ReduceLROnPlateau": PlateauSchema,
+    "trainlab.callbacks.EarlyStopping": EarlyStoppingSchema,
+    "trainlab.callbacks.ModelCheckpoint": ModelCheckpointSchema,
+    "trainlab.callbacks.LearningRateMonitor": NoArgumentsSchema,
+    "trainlab.callbacks.ProgressDisplay": ProgressSchema,
+    "trainlab.loggers.TensorBoardLogger": TensorBoardSchema,
+}
+
+# Groups whose node is one component built from `_target_` (null target: switched off).
+COMPONENT_GROUPS = ("data", "model", "loss", "optim", "sched", "logger")
+REQUIRED_GROUPS = ("data", "model", "loss", "optim")
+
+
+def check_node(node: Any, key: str, schema: type) -> Any:
+    """Check one config node against `schema`; return the typed dataclass instance."""
+    plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
+    except ConfigKeyError as ex:
+        bad = str(ex.key)
+        known = [f.name for f in fields(schema)]
+        raise ConfigError(
+            f"unknown config key '{key}.{bad}'{did_you_mean(bad, known)}; "
+            f"'{key}' takes: {', '.join(known) or 'no keys'}"
+        ) from None
+    except ValidationError as ex:
+        name = str(ex.full_key or ex.key)
+        value = plain.get(name.split(".")[0], ex.key)
+        ftype = {f.name: f.type for f in fields(schema)}.get(name.split(".")[0], "?")
+        raise ConfigError(
+            f"{key}.{name}={value!r} has the wrong type: expected {_type_name(ftype)}"
+        ) from None
+    instance = OmegaConf.to_object(merged)
+    for f in fields(schema):
+        _check_range(f"{key}.{f.name}", getattr(instance, f.name), f.metadata, f.default)
+    if hasattr(instance, "cross_check"):
+        instance.cross_check(key)
+    return instance
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation)
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+        text, text
+    )
+
+
+def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> None:
+    if value is None or not meta:
+        return
+    if meta.get("choices") and value not in meta["choices"]:
+        options = ", ".join(str(c) for c in meta["choices"])
+        raise ConfigError(
+            f"{key}={value!r} is not allowed{did_you_mean(str(value), list(meta['choices']))}; "
+            f"choose one of: {options}"
+        )
+    if meta.get("check") and (problem := meta["check"](value)):
+        raise ConfigError(f"{key}={value!r} {problem}")
+    bounds = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
+              ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
+    for name, symbol, ok in bounds:
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            example = f", e.g. {key}={default:g}" if isinstance(default, (int, float)) else ""
+            raise ConfigError(
+                f"{key}={value!r} is out of range: it must be {symbol} {bound:g}{example}"
+            )
+
+
+def validate(cfg: DictConfig, metric_names: tuple[str, ...]) -> dict[str, Any]:
+    """Check the whole composed config; return the typed instance of each checked node.
+
+    `metric_names` are the tags this task logs (e.g. `val/acc`), which every `monitor`
+    and the `objective` must name.
+    """
+    checked: dict[str, Any] = {}
+    for group in REQUIRED_GROUPS:
+        if cfg.get(group) is None or cfg[group].get("_target_") is None:
+            raise ConfigError(f"'{group}' needs a _target_: pick an option, e.g. {group}=...")
+    for group in COMPONENT_GROUPS:
+        node = cfg.get(group)
+        if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
+            checked[group] = check_node(node, group, schema)
+    checked["trainer"] = check_node(cfg.trainer, "trainer", TrainerSchema)
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
+            checked[f"callbacks.{name}"] = check_node(node, f"callbacks.{name}", schema)
+
+    seed = cfg.get("seed")
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) or null (draw one)")
+    monitored = {"objective": cfg.objective}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and "monitor" in node:
+            monitored[f"callbacks.{name}.monitor"] = node.monitor
+    if cfg.get("sched") is not None and "monitor" in cfg.sched:
+        monitored["sched.monitor"] = cfg.sched.monitor
+    for key, tag in monitored.items():
+        if tag not in metric_names:
+            raise ConfigError(
+                f"{key}={tag!r} is not a logged metric{did_you_mean(str(tag), list(metric_names))}; "
+                f"choose one of: {', '.join(metric_names)}"
+            )
+    return checked

@@ -1,0 +1,81 @@
+"""The command-line entry: runs Hydra and turns any error into one line on stderr.
+
+Kept free of torch imports so `--help` and config errors return quickly.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainlab.config import register_resolvers
+
+# What Hydra writes into a run folder before the job starts; a folder holding nothing
+# else after a failure is removed, so a bad command leaves no empty runs behind.
+BOOKKEEPING = {".hydra", "train.log"}
+
+
+def _verbose() -> bool:
+    return os.environ.get("TRAINLAB_VERBOSE") == "1"
+
+
+def _fail(ex: BaseException) -> None:
+    from trainlab.errors import one_line
+
+    print(f"error: {one_line(ex)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(hydra_main: Callable[[], Any]) -> None:
+    """Call a `@hydra.main` function; on error print one line and exit with status 2.
+
+    Hydra prints its own multi-line report unless HYDRA_FULL_ERROR=1, in which case it
+    re-raises; we set it so the error reaches us. A user who sets HYDRA_FULL_ERROR=1
+    themselves gets the full traceback.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ["TRAINLAB_VERBOSE"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_resolvers()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as ex:
+        if _verbose():
+            raise
+        _fail(ex)
+
+
+def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a Hydra task so an error inside the job also ends as one line, exit status 2.
+
+    (Raised out of the job, Hydra would first print its own 'Error executing job' line.)
+    """
+
+    @functools.wraps(task)
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except Exception as ex:
+            _remove_if_empty(cfg)
+            if _verbose():
+                raise
+            _fail(ex)
+
+    return wrapper
+
+
+def _remove_if_empty(cfg: Any) -> None:
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except Exception:
+        return
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= BOOKKEEPING:
+        shutil.rmtree(run_dir, ignore_errors=True)

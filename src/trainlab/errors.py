@@ -1,0 +1,78 @@
+"""Errors a user can fix, and how any error becomes the one line a user reads."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class TrainlabError(Exception):
+    """A problem with the user's input (config, data, checkpoint): shown as one line."""
+
+
+class ConfigError(TrainlabError):
+    """A config value that is missing, mistyped or out of range."""
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def one_line(ex: BaseException) -> str:
+    """Describe `ex` in one line that says what is wrong and how to fix it."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(ex, TrainlabError):
+        return str(ex)
+    if isinstance(ex, MissingConfigException) and ex.options is not None:
+        group, _, option = (ex.missing_cfg_file or "").rpartition("/")
+        options = sorted(ex.options)
+        return (
+            f"unknown option {group}={option}{did_you_mean(option, options)}; "
+            f"choose one of: {', '.join(options)} (e.g. {group}={options[0]})"
+        )
+    cause = ex.__cause__
+    if isinstance(ex, ConfigCompositionException) and isinstance(
+        cause, (ConfigKeyError, ConfigAttributeError)
+    ):
+        key = getattr(cause, "full_key", None) or str(getattr(cause, "key", ""))
+        parent = getattr(cause, "parent_node", None)
+        known = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
+        known = [k for k in known if not k.startswith("_") and k != "hydra"]
+        prefix = key.rpartition(".")[0]
+        names = [f"{prefix}.{k}" if prefix else k for k in known]
+        hint = did_you_mean(key, names)
+        listing = f"; keys there: {', '.join(names)}" if names else ""
+        return (
+            f"unknown config key '{key}'{hint}{listing} "
+            f"(use +{key}=... only to add a key a custom _target_ accepts)"
+        )
+    if isinstance(ex, ConfigCompositionException) and "No match in the defaults list" in str(ex):
+        group = str(ex).split("'")[1] if "'" in str(ex) else str(ex)
+        return (
+            f"unknown config group '{group}'; groups are the folders of configs/ "
+            "(data, model, loss, optim, sched, trainer, callbacks, logger, experiment, debug)"
+        )
+    if isinstance(ex, OverrideParseException):
+        return f"cannot parse the override: {_first_line(str(ex))} (write key=value, e.g. optim.lr=0.01)"
+    if isinstance(ex, OmegaConfBaseException):
+        key = getattr(ex, "full_key", None)
+        where = f"{key}: " if key else ""
+        return f"bad config value: {where}{_first_line(str(ex))}"
+    if isinstance(ex, ConfigCompositionException):
+        detail = f" ({_first_line(str(cause))})" if cause else ""
+        return f"{_first_line(str(ex))}{detail}"
+    return (
+        f"{type(ex).__name__}: {_first_line(str(ex))} "
+        "(set HYDRA_FULL_ERROR=1 to see the traceback)"
+    )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""

@@ -1,0 +1,48 @@
+"""TensorBoard logging: scalars, and the hparams summary that fills the HParams tab."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+
+class TensorBoardLogger:
+    """Writes one event stream per run into `log_dir`."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def log_scalar_series(self, tag: str, values: list[float], steps: list[int]) -> None:
+        for step, value in zip(steps, values, strict=True):
+            self.writer.add_scalar(tag, value, step)
+
+    def log_hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Record the run's hyperparameters and the names of its final metrics.
+
+        The summaries go into this run's own event file (SummaryWriter.add_hparams would
+        open a second run folder); the metric values are the scalars logged under the
+        same tags.
+        """
+        finite = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+        for summary in hparams(_plain(params), finite):
+            self.writer.file_writer.add_summary(summary)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """HParams accepts numbers, strings and booleans; lists and None become strings."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}

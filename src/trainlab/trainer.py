@@ -1,0 +1,171 @@
+"""The training loop: fit, validate, test. One readable loop; the rest are callbacks.
+
+The events and when they fire are drawn in `trainlab/callbacks/base.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainlab.callbacks.base import Callback
+from trainlab.data.batches import TensorBatches
+from trainlab.optim import Schedule, current_lr
+from trainlab.seeding import rng_state
+
+# Losses stay on the device and are read back in blocks of this many steps: reading
+# every step would make the host wait for the device at each one.
+LOSS_READBACK_STEPS = 100
+
+
+@dataclass
+class TrainState:
+    """Where the run is, and the one place callbacks change it."""
+
+    epoch: int = 0            # index of the epoch in progress (or just finished)
+    batch_in_epoch: int = 0   # batches of this epoch already trained
+    global_step: int = 0      # optimizer steps taken since the run began
+    last_lr: float = 0.0      # learning rate of the latest step
+    metrics: dict[str, float] = field(default_factory=dict)  # latest epoch-level values
+    should_stop: bool = False
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        *,
+        max_epochs: int,
+        schedule: Schedule | None = None,
+        metrics: Any = None,
+        callbacks: Sequence[Callback] = (),
+        logger: Any = None,
+        log_every_n_steps: int = 1,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.max_epochs = max_epochs
+        self.schedule = schedule
+        self.metrics = metrics
+        self.callbacks = list(callbacks)
+        self.logger = logger
+        self.log_every_n_steps = log_every_n_steps
+        self.config = config or {}
+        self.state = TrainState()
+        self.steps_per_epoch = 0
+        self._losses: list[torch.Tensor] = []
+        self._loss_steps: list[int] = []
+
+    # ---------------------------------------------------------------------------- fit
+    def fit(self, train: TensorBatches, val: TensorBatches) -> TrainState:
+        state = self.state
+        self.steps_per_epoch = len(train)
+        self._emit("on_fit_start")
+        for epoch in range(state.epoch, self.max_epochs):
+            state.epoch = epoch
+            self._emit("on_epoch_start")
+            self.model.train()
+            epoch_loss = torch.zeros((), device=train.inputs.device)
+            for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
+                loss = self._train_step(inputs, targets)
+                epoch_loss += loss
+                state.global_step += 1
+                state.batch_in_epoch += 1
+                self._record_loss(loss)
+                self._emit("on_train_batch_end")
+            self._write_losses()
+
+            state.metrics = {"train/loss": epoch_loss.item() / max(len(train), 1)}
+            state.metrics.update(self.evaluate(val, "val"))
+            self._log(state.metrics, step=epoch, skip=("train/loss",))
+            if self.schedule is not None and self.schedule.interval == "epoch":
+                self.schedule.step(state.metrics)
+            self._emit("on_validation_end")
+            state.batch_in_epoch = 0
+            self._emit("on_epoch_end")
+            if state.should_stop:
+                break
+        self._emit("on_fit_end")
+        if self.logger is not None:
+            self.logger.flush()
+        return state
+
+    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(inputs), targets)
+        loss.backward()
+        self.state.last_lr = current_lr(self.optimizer)
+        self.optimizer.step()
+        if self.schedule is not None and self.schedule.interval == "step":
+            self.schedule.step(self.state.metrics)
+        return loss.detach()
+
+    # ---------------------------------------------------------------------- evaluate
+    @torch.inference_mode()
+    def evaluate(self, batches: TensorBatches, prefix: str) -> dict[str, float]:
+        """Mean loss and every metric over `batches`, as `{prefix}/{name}` floats."""
+        was_training = self.model.training
+        self.model.eval()
+        total_loss = torch.zeros((), device=batches.inputs.device)
+        count = 0
+        if self.metrics is not None:
+            self.metrics.reset()
+        for inputs, targets in batches:
+            outputs = self.model(inputs)
+            total_loss += self.loss_fn(outputs, targets) * len(targets)
+            count += len(targets)
+            if self.metrics is not None:
+                self.metrics.update(outputs.softmax(dim=-1), targets)
+        values = {"loss": total_loss / max(count, 1)}
+        if self.metrics is not None:
+            values.update(self.metrics.compute())
+        self.model.train(was_training)
+        # One device-to-host copy for all values.
+        numbers = torch.stack([v.float() for v in values.values()]).tolist()
+        return {f"{prefix}/{name}": v for name, v in zip(values, numbers, strict=True)}
+
+    # -------------------------------------------------------------------- checkpoint
+    def checkpoint(self, next_epoch: int, next_batch: int) -> dict[str, Any]:
+        """Everything that decides the rest of the run, resuming at (next_epoch, next_batch)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
+            "position": {
+                "epoch": next_epoch,
+                "batch_in_epoch": next_batch,
+                "global_step": self.state.global_step,
+            },
+            "metrics": dict(self.state.metrics),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "rng": rng_state(),
+            "config": self.config,
+        }
+
+    # ---------------------------------------------------------------------- helpers
+    def _emit(self, event: str) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, self.state)
+
+    def _record_loss(self, loss: torch.Tensor) -> None:
+        if self.state.global_step % self.log_every_n_steps == 0:
+            self._losses.append(loss)
+            self._loss_steps.append(self.state.global_step)
+            if len(self._losses) >= LOSS_READBACK_STEPS:
+                self._write_losses()
+
+    def _write_losses(self) -> None:
+        if self._losses and self.logger is not None:
+            values = torch.stack(self._losses).tolist()
+            self.logger.log_scalar_series("train/loss", values, self._loss_steps)
+        self._losses, self._loss_steps = [], []
+
+    def _log(self, values: dict[str, float], step: int, skip: Sequence[str] = ()) -> None:
+        if self.logger is not None:
+            self.logger.log_scalars({k: v for k, v in values.items() if k not in skip}, step)
