@@ -28,7 +28,6 @@ def run(cfg: DictConfig) -> float:
     started = time.perf_counter()
     validate(cfg, metric_names())
 
-    import torch
     from hydra.utils import instantiate
 
     from trainlab.callbacks import ModelCheckpoint
@@ -120,6 +119,11 @@ def resolve_device(name: str):
         raise ConfigError(
             f"trainer.device={name} but this machine has no CUDA GPU visible to torch; "
             "use trainer.device=auto or trainer.device=cpu"
+        )
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) are "
+            "visible; use trainer.device=cuda (the first) or trainer.device=auto"
         )
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device=mps but MPS is not available; use trainer.device=auto")

@@ -313,9 +313,12 @@ def check_node(node: Any, key: str, schema: type) -> Any:
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation)
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
-        text, text
-    )
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+    }.get(text, text)
 
 
 def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> None:
@@ -329,8 +332,12 @@ def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> Non
         )
     if meta.get("check") and (problem := meta["check"](value)):
         raise ConfigError(f"{key}={value!r} {problem}")
-    bounds = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
-              ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
+    bounds = (
+        ("gt", ">", lambda v, b: v > b),
+        ("ge", ">=", lambda v, b: v >= b),
+        ("lt", "<", lambda v, b: v < b),
+        ("le", "<=", lambda v, b: v <= b),
+    )
     for name, symbol, ok in bounds:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
@@ -371,7 +378,8 @@ def validate(cfg: DictConfig, metric_names: tuple[str, ...]) -> dict[str, Any]:
     for key, tag in monitored.items():
         if tag not in metric_names:
             raise ConfigError(
-                f"{key}={tag!r} is not a logged metric{did_you_mean(str(tag), list(metric_names))}; "
+                f"{key}={tag!r} is not a logged metric"
+                f"{did_you_mean(str(tag), list(metric_names))}; "
                 f"choose one of: {', '.join(metric_names)}"
             )
     return checked

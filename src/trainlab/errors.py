@@ -42,7 +42,7 @@ def one_line(ex: BaseException) -> str:
     ):
         key = getattr(cause, "full_key", None) or str(getattr(cause, "key", ""))
         parent = getattr(cause, "parent_node", None)
-        known = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
+        known = [str(k) for k in parent] if hasattr(parent, "keys") else []
         known = [k for k in known if not k.startswith("_") and k != "hydra"]
         prefix = key.rpartition(".")[0]
         names = [f"{prefix}.{k}" if prefix else k for k in known]
@@ -59,7 +59,10 @@ def one_line(ex: BaseException) -> str:
             "(data, model, loss, optim, sched, trainer, callbacks, logger, experiment, debug)"
         )
     if isinstance(ex, OverrideParseException):
-        return f"cannot parse the override: {_first_line(str(ex))} (write key=value, e.g. optim.lr=0.01)"
+        return (
+            f"cannot parse the override: {_first_line(str(ex))} "
+            "(write key=value, e.g. optim.lr=0.01)"
+        )
     if isinstance(ex, OmegaConfBaseException):
         key = getattr(ex, "full_key", None)
         where = f"{key}: " if key else ""
@@ -68,8 +71,7 @@ def one_line(ex: BaseException) -> str:
         detail = f" ({_first_line(str(cause))})" if cause else ""
         return f"{_first_line(str(ex))}{detail}"
     return (
-        f"{type(ex).__name__}: {_first_line(str(ex))} "
-        "(set HYDRA_FULL_ERROR=1 to see the traceback)"
+        f"{type(ex).__name__}: {_first_line(str(ex))} (set HYDRA_FULL_ERROR=1 to see the traceback)"
     )
 
 

@@ -10,11 +10,10 @@ if TYPE_CHECKING:
 CLASSIFICATION_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
 
 
-def metric_names(task: str = "classification") -> tuple[str, ...]:
-    """Every tag a run of `task` logs at epoch level: what `monitor` and `objective` may name."""
-    return ("train/loss",) + tuple(
-        f"{split}/{name}" for split in ("val", "test") for name in CLASSIFICATION_METRICS
-    )
+def metric_names() -> tuple[str, ...]:
+    """Every epoch-level tag a run logs: what `monitor` and `objective` may name."""
+    splits = [f"{split}/{name}" for split in ("val", "test") for name in CLASSIFICATION_METRICS]
+    return ("train/loss", *splits)
 
 
 def build_metrics(num_classes: int, device: torch.device):  # -> MetricCollection

@@ -26,10 +26,10 @@ LOSS_READBACK_STEPS = 100
 class TrainState:
     """Where the run is, and the one place callbacks change it."""
 
-    epoch: int = 0            # index of the epoch in progress (or just finished)
-    batch_in_epoch: int = 0   # batches of this epoch already trained
-    global_step: int = 0      # optimizer steps taken since the run began
-    last_lr: float = 0.0      # learning rate of the latest step
+    epoch: int = 0  # index of the epoch in progress (or just finished)
+    batch_in_epoch: int = 0  # batches of this epoch already trained
+    global_step: int = 0  # optimizer steps taken since the run began
+    last_lr: float = 0.0  # learning rate of the latest step
     metrics: dict[str, float] = field(default_factory=dict)  # latest epoch-level values
     should_stop: bool = False
 

@@ -25,7 +25,9 @@ class ProgressDisplay(Callback):
     def on_train_batch_end(self, trainer, state) -> None:
         total = trainer.steps_per_epoch
         # Redraw about 50 times an epoch: terminal writes are not free.
-        if not self.bar or (state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total):
+        if not self.bar or (
+            state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total
+        ):
             return
         filled = self.width * state.batch_in_epoch // total
         sys.stderr.write(

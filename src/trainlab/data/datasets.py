@@ -58,8 +58,13 @@ class DataBundle:
     def train_batches(self, seed: int, limit: int | None = None) -> TensorBatches:
         size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
         return TensorBatches(
-            self.train.inputs, self.train.targets, size,
-            shuffle=self.shuffle, seed=seed, drop_last=self.drop_last, limit=limit,
+            self.train.inputs,
+            self.train.targets,
+            size,
+            shuffle=self.shuffle,
+            seed=seed,
+            drop_last=self.drop_last,
+            limit=limit,
         )
 
     def eval_batches(self, split: str, limit: int | None = None) -> TensorBatches:
@@ -90,8 +95,11 @@ def split_and_scale(
             features, labels, test_size=test_fraction, stratify=labels, random_state=seed
         )
         x_train, x_val, y_train, y_val = train_test_split(
-            x_rest, y_rest, test_size=val_fraction / (1.0 - test_fraction),
-            stratify=y_rest, random_state=seed,
+            x_rest,
+            y_rest,
+            test_size=val_fraction / (1.0 - test_fraction),
+            stratify=y_rest,
+            random_state=seed,
         )
     except ValueError as ex:
         raise TrainlabError(

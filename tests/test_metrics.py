@@ -1,0 +1,51 @@
+"""The logged metrics equal scikit-learn's on the same predictions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn import metrics as sk
+from torch import nn
+
+from trainlab.data import TensorBatches
+from trainlab.metrics import build_metrics
+from trainlab.trainer import Trainer
+
+
+def make_predictions(num_classes: int, rows: int = 503, seed: int = 0):
+    """Logits with some signal (so the metrics are not trivial) and their labels."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (rows,), generator=generator)
+    logits = torch.randn(rows, num_classes, generator=generator)
+    logits[torch.arange(rows), labels] += 1.5
+    return logits, labels
+
+
+@pytest.mark.parametrize(("num_classes", "batch_size"), [(10, 64), (3, 500), (4, 7)])
+def test_evaluate_matches_sklearn(num_classes: int, batch_size: int) -> None:
+    logits, labels = make_predictions(num_classes)
+    # The identity model returns the logits it is given, so `evaluate` scores exactly them.
+    trainer = Trainer(
+        nn.Identity(),
+        torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1),
+        nn.CrossEntropyLoss(),
+        max_epochs=1,
+        metrics=build_metrics(num_classes, torch.device("cpu")),
+    )
+    values = trainer.evaluate(TensorBatches(logits, labels, batch_size), "val")
+
+    predicted = logits.argmax(dim=1).numpy()
+    probabilities = logits.softmax(dim=1).numpy()
+    y = labels.numpy()
+    expected = {
+        "val/loss": nn.functional.cross_entropy(logits, labels).item(),
+        "val/acc": sk.accuracy_score(y, predicted),
+        "val/precision": sk.precision_score(y, predicted, average="macro", zero_division=0),
+        "val/recall": sk.recall_score(y, predicted, average="macro"),
+        "val/f1": sk.f1_score(y, predicted, average="macro"),
+        "val/auroc": sk.roc_auc_score(y, probabilities, multi_class="ovr", average="macro"),
+    }
+    assert set(values) == set(expected)
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(value, abs=1e-5), name
+    assert 0.3 < values["val/acc"] < 0.95  # the predictions are neither random nor perfect
