@@ -8,7 +8,7 @@ from sklearn import metrics as sk
 from torch import nn
 
 from trainlab.data import TensorBatches
-from trainlab.metrics import build_metrics
+from trainlab.metrics import TaskMetrics
 from trainlab.trainer import Trainer
 
 
@@ -30,7 +30,7 @@ def test_evaluate_matches_sklearn(num_classes: int, batch_size: int) -> None:
         torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1),
         nn.CrossEntropyLoss(),
         max_epochs=1,
-        metrics=build_metrics(num_classes, torch.device("cpu")),
+        metrics=TaskMetrics("multiclass", num_classes, torch.device("cpu")),
     )
     values = trainer.evaluate(TensorBatches(logits, labels, batch_size), "val")
 

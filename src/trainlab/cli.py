@@ -11,33 +11,49 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.config import validate
+from trainlab.config import validate, validate_metrics
 from trainlab.errors import ConfigError, TrainlabError
-from trainlab.metrics import metric_names
 
 log = logging.getLogger("trainlab")
 
 
-def run(cfg: DictConfig) -> float:
-    """Train and test the experiment `cfg` describes; return its objective value."""
-    started = time.perf_counter()
-    validate(cfg, metric_names())
+@dataclass
+class Experiment:
+    """Everything a config builds: data, trainer (model, optimizer, ...), output folder."""
 
+    cfg: DictConfig
+    data: Any
+    trainer: Any
+    train: Any
+    val: Any
+    test: Any
+    checkpoint: Any
+    seed: int
+    device: Any
+    output_dir: Path
+
+
+def build(cfg: DictConfig) -> Experiment:
+    """Validate `cfg` and build every part of the experiment it describes."""
+    validate(cfg)
+
+    import torch  # noqa: F401  (imported here: config errors return without it)
     from hydra.utils import instantiate
 
     from trainlab.callbacks import ModelCheckpoint
-    from trainlab.checkpoint import load_checkpoint
-    from trainlab.metrics import build_metrics
+    from trainlab.losses import build_loss, num_outputs
+    from trainlab.metrics import TaskMetrics, resolve_objective
+    from trainlab.models import build_model
     from trainlab.optim import build_optimizer, build_schedule
     from trainlab.seeding import resolve_seed, seed_everything
     from trainlab.trainer import Trainer
 
-    output_dir = Path(cfg.paths.output_dir)
     seed = resolve_seed(cfg.seed)
     if cfg.seed is None:
         log.info(f"seed=null: drew seed {seed} (pass seed={seed} to repeat this run)")
@@ -45,68 +61,97 @@ def run(cfg: DictConfig) -> float:
     seed_everything(seed)
 
     data = instantiate(cfg.data, seed=seed, _convert_="all").to(device)
-    model = instantiate(
-        cfg.model, input_shape=data.info.input_shape, num_outputs=data.info.num_classes
-    ).to(device)
+    info = data.info
+    cfg.objective = resolve_objective(cfg.objective, info.task)
+    validate_metrics(cfg, info.task)
+    loss_fn, l1 = build_loss(cfg.loss, data)
+    model = build_model(cfg.model, info, num_outputs(cfg.loss, data)).to(device)
     optimizer = build_optimizer(cfg.optim, model)
-    train_batches = data.train_batches(seed, limit=cfg.trainer.limit_train_batches)
-    val_batches = data.eval_batches("val", limit=cfg.trainer.limit_eval_batches)
-    test_batches = data.eval_batches("test", limit=cfg.trainer.limit_eval_batches)
+
+    trainer_cfg = cfg.trainer
+    train = data.train_batches(seed, limit=trainer_cfg.limit_train_batches)
+    steps = Trainer.steps_per_epoch(len(train), trainer_cfg.accumulate_grad_batches)
     schedule = build_schedule(
-        cfg.sched, optimizer, steps_per_epoch=len(train_batches), max_epochs=cfg.trainer.max_epochs
+        cfg.sched, optimizer, steps_per_epoch=steps, max_epochs=trainer_cfg.max_epochs
     )
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-
     trainer = Trainer(
         model,
         optimizer,
-        instantiate(cfg.loss),
-        max_epochs=cfg.trainer.max_epochs,
+        loss_fn,
+        max_epochs=trainer_cfg.max_epochs,
         schedule=schedule,
-        metrics=build_metrics(data.info.num_classes, device),
+        metrics=TaskMetrics(info.task, info.num_classes, device, info.target_mean, info.target_std),
         callbacks=callbacks,
         logger=logger,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        config=resolved,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
+        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        gradient_clip_algorithm=trainer_cfg.gradient_clip_algorithm,
+        l1=l1,
+        config=OmegaConf.to_container(cfg, resolve=True),
     )
+    checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+    return Experiment(
+        cfg=cfg,
+        data=data,
+        trainer=trainer,
+        train=train,
+        val=data.eval_batches("val", limit=trainer_cfg.limit_eval_batches),
+        test=data.eval_batches("test", limit=trainer_cfg.limit_eval_batches),
+        checkpoint=checkpoints[0] if checkpoints else None,
+        seed=seed,
+        device=device,
+        output_dir=Path(cfg.paths.output_dir),
+    )
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and test the experiment `cfg` describes; return its objective value."""
+    started = time.perf_counter()
+    exp = build(cfg)
+    trainer, info = exp.trainer, exp.data.info
     log.info(
-        f"training {type(model).__name__} ({count_parameters(model):,} parameters) on "
-        f"{len(data.train)} {cfg.data._target_.rsplit('_', 1)[-1]} samples, "
-        f"device {device}, seed {seed}, run folder {output_dir}"
+        f"training {type(trainer.model).__name__} "
+        f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "
+        f"{info.name} rows ({info.task}), device {exp.device}, seed {exp.seed}, "
+        f"run folder {exp.output_dir}"
     )
-    state = trainer.fit(train_batches, val_batches)
+    state = trainer.fit(exp.train, exp.val)
 
     # Judge the run by its best checkpoint when there is one.
-    checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
-    best = checkpoints[0].best_path if checkpoints else None
+    best = exp.checkpoint.best_path if exp.checkpoint is not None else None
     if best is not None:
-        model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
-        log.info(f"testing the best checkpoint: {best} (epoch {checkpoints[0].best_epoch + 1})")
-    final = {**trainer.evaluate(val_batches, "val"), **trainer.evaluate(test_batches, "test")}
+        from trainlab.checkpoint import load_checkpoint
+
+        trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
+        log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
+    final = {**trainer.evaluate(exp.val, "val"), **trainer.evaluate(exp.test, "test")}
     objective = final[cfg.objective]
-    if logger is not None:
-        test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
-        logger.log_scalars(test_metrics, step=state.epoch)
-        logger.log_hparams(hparams(cfg, seed), test_metrics | {cfg.objective: objective})
-        logger.close()
+    test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
+    if trainer.logger is not None:
+        trainer.logger.log_scalars(test_metrics, step=state.epoch)
+        trainer.logger.log_hparams(
+            hparams(cfg, exp.seed), test_metrics | {cfg.objective: objective}
+        )
+        trainer.logger.close()
 
     summary = {
         "objective": {"name": cfg.objective, "value": objective},
+        "task": info.task,
         "val": {k: v for k, v in final.items() if k.startswith("val/")},
-        "test": {k: v for k, v in final.items() if k.startswith("test/")},
+        "test": test_metrics,
         "best_checkpoint": str(best) if best else None,
         "epochs": state.epoch + 1,
         "steps": state.global_step,
-        "seed": seed,
-        "device": str(device),
+        "seed": exp.seed,
+        "device": str(exp.device),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
-    write_json_atomic(summary, output_dir / "metrics.json")
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
-    log.info(f"test: {shown}")
-    log.info(f"objective {cfg.objective} = {objective:.4f}; results in {output_dir}")
+    write_json_atomic(summary, exp.output_dir / "metrics.json")
+    log.info("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
+    log.info(f"objective {cfg.objective} = {objective:.4f}; results in {exp.output_dir}")
     return objective
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from trainlab.errors import ConfigError, did_you_mean
+from trainlab.metrics import TASK_METRICS, metric_names
 
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
@@ -71,6 +72,18 @@ def _unit_pair(value: Any) -> str | None:
     return "must be two numbers in [0, 1), e.g. [0.9,0.999]"
 
 
+def _class_weight(value: Any) -> str | None:
+    if value is None or value == "balanced":
+        return None
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and v > 0 for v in value)
+    ):
+        return None
+    return "must be null, 'balanced', or a list of positive numbers (one per class)"
+
+
 def _bar(value: Any) -> str | None:
     return None if value in ("auto", True, False) else "must be one of: auto, true, false"
 
@@ -96,8 +109,13 @@ class SplitSchema:
 
 
 @dataclass
-class DigitsSchema(SplitSchema):
-    pass
+class TableSchema(SplitSchema):
+    """A built-in table with nothing to set but the split and batching."""
+
+
+@dataclass
+class RegressionSplitSchema(SplitSchema):
+    target_scaling: str = spec("standard", choices=("standard", "none"))
 
 
 @dataclass
@@ -131,13 +149,35 @@ class MLPSchema:
 
 # --- loss ---------------------------------------------------------------------------------
 @dataclass
-class CrossEntropySchema:
+class LossSchema:
+    l1: float = spec(0.0, ge=0.0)  # L1 penalty on weights, added to the training loss
+
+
+@dataclass
+class CrossEntropySchema(LossSchema):
     label_smoothing: float = spec(0.0, ge=0.0, le=1.0)
+    class_weight: Any = spec(None, check=_class_weight)
+
+
+@dataclass
+class BCESchema(LossSchema):
+    class_weight: Any = spec(None, check=_class_weight)
+
+
+@dataclass
+class HuberSchema(LossSchema):
+    delta: float = spec(1.0, gt=0.0)
 
 
 # --- optimizers ---------------------------------------------------------------------------
 @dataclass
-class SGDSchema:
+class OptimizerSchema:
+    # false: no weight decay on biases and normalisation scales (1-d parameters)
+    decay_bias_and_norm: bool = spec(True)
+
+
+@dataclass
+class SGDSchema(OptimizerSchema):
     lr: float = spec(1e-3, gt=0.0)
     momentum: float = spec(0.0, ge=0.0, lt=1.0)
     dampening: float = spec(0.0, ge=0.0, le=1.0)
@@ -153,7 +193,7 @@ class SGDSchema:
 
 
 @dataclass
-class AdamSchema:
+class AdamSchema(OptimizerSchema):
     lr: float = spec(1e-3, gt=0.0)
     betas: list[float] = spec([0.9, 0.999], check=_unit_pair)
     eps: float = spec(1e-8, gt=0.0)
@@ -161,7 +201,7 @@ class AdamSchema:
 
 
 @dataclass
-class RMSpropSchema:
+class RMSpropSchema(OptimizerSchema):
     lr: float = spec(1e-2, gt=0.0)
     alpha: float = spec(0.99, ge=0.0, le=1.0)
     eps: float = spec(1e-8, gt=0.0)
@@ -256,13 +296,22 @@ class TrainerSchema:
     log_every_n_steps: int = spec(1, ge=1)
     limit_train_batches: int | None = spec(None, ge=1)
     limit_eval_batches: int | None = spec(None, ge=1)
+    accumulate_grad_batches: int = spec(1, ge=1)
+    gradient_clip_val: float | None = spec(None, gt=0.0)
+    gradient_clip_algorithm: str = spec("norm", choices=("norm", "value"))
 
 
 SCHEMAS: dict[str, type] = {
-    "trainlab.data.load_digits": DigitsSchema,
+    "trainlab.data.load_digits": TableSchema,
     "trainlab.data.load_synthetic": SyntheticSchema,
+    "trainlab.data.load_breast_cancer": TableSchema,
+    "trainlab.data.load_diabetes": RegressionSplitSchema,
     "trainlab.models.MLP": MLPSchema,
     "torch.nn.CrossEntropyLoss": CrossEntropySchema,
+    "trainlab.losses.BCEWithLogitsLoss": BCESchema,
+    "torch.nn.MSELoss": LossSchema,
+    "torch.nn.L1Loss": LossSchema,
+    "torch.nn.HuberLoss": HuberSchema,
     "torch.optim.SGD": SGDSchema,
     "torch.optim.Adam": AdamSchema,
     "torch.optim.AdamW": AdamSchema,
@@ -347,11 +396,11 @@ def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> Non
             )
 
 
-def validate(cfg: DictConfig, metric_names: tuple[str, ...]) -> dict[str, Any]:
+def validate(cfg: DictConfig) -> dict[str, Any]:
     """Check the whole composed config; return the typed instance of each checked node.
 
-    `metric_names` are the tags this task logs (e.g. `val/acc`), which every `monitor`
-    and the `objective` must name.
+    Metric names (`objective`, every `monitor`) are checked against those of any task
+    here, and against the data's own task by `validate_metrics` once the data is loaded.
     """
     checked: dict[str, Any] = {}
     for group in REQUIRED_GROUPS:
@@ -369,6 +418,22 @@ def validate(cfg: DictConfig, metric_names: tuple[str, ...]) -> dict[str, Any]:
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) or null (draw one)")
+    # `auto` (the objective resolved for the data's task) stands until the data is loaded.
+    any_task = sorted({n for task in TASK_METRICS for n in metric_names(task)}, key=_metric_order)
+    _check_metric_names(cfg, ["auto", *any_task], "a logged metric")
+    return checked
+
+
+def validate_metrics(cfg: DictConfig, task: str) -> None:
+    """Every `monitor` and the (resolved) objective must name a metric this task logs."""
+    _check_metric_names(cfg, list(metric_names(task)), f"logged for a {task} task")
+
+
+def _metric_order(name: str) -> tuple[int, str]:
+    return ({"train": 0, "val": 1, "test": 2}[name.split("/")[0]], name)
+
+
+def _check_metric_names(cfg: DictConfig, allowed: list[str], what: str) -> None:
     monitored = {"objective": cfg.objective}
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is not None and "monitor" in node:
@@ -376,10 +441,8 @@ def validate(cfg: DictConfig, metric_names: tuple[str, ...]) -> dict[str, Any]:
     if cfg.get("sched") is not None and "monitor" in cfg.sched:
         monitored["sched.monitor"] = cfg.sched.monitor
     for key, tag in monitored.items():
-        if tag not in metric_names:
+        if tag not in allowed:
             raise ConfigError(
-                f"{key}={tag!r} is not a logged metric"
-                f"{did_you_mean(str(tag), list(metric_names))}; "
-                f"choose one of: {', '.join(metric_names)}"
+                f"{key}={tag!r} is not {what}{did_you_mean(str(tag), allowed)}; "
+                f"choose one of: {', '.join(allowed)}"
             )
-    return checked

@@ -1,4 +1,4 @@
-"""Classification metrics, computed on the device with torchmetrics."""
+"""Metrics for each task, computed on the device with torchmetrics."""
 
 from __future__ import annotations
 
@@ -7,33 +7,108 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-CLASSIFICATION_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
+# The epoch-level metrics of each task, besides `loss`.
+TASK_METRICS = {
+    "multiclass": ("acc", "precision", "recall", "f1", "auroc"),
+    "binary": ("acc", "precision", "recall", "f1", "auroc", "ap"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+# What `objective=auto` means for each task.
+DEFAULT_OBJECTIVE = {"multiclass": "val/acc", "binary": "val/acc", "regression": "val/r2"}
 
 
-def metric_names() -> tuple[str, ...]:
-    """Every epoch-level tag a run logs: what `monitor` and `objective` may name."""
-    splits = [f"{split}/{name}" for split in ("val", "test") for name in CLASSIFICATION_METRICS]
-    return ("train/loss", *splits)
+def metric_names(task: str) -> tuple[str, ...]:
+    """Every epoch-level tag a run of `task` logs: what `monitor` and `objective` may name."""
+    names = ("loss", *TASK_METRICS[task])
+    return ("train/loss", *(f"{split}/{name}" for split in ("val", "test") for name in names))
 
 
-def build_metrics(num_classes: int, device: torch.device):  # -> MetricCollection
-    """Accuracy (micro), macro precision / recall / F1, and macro one-vs-rest AUROC."""
-    from torchmetrics import MetricCollection
-    from torchmetrics.classification import (
-        MulticlassAccuracy,
-        MulticlassAUROC,
-        MulticlassF1Score,
-        MulticlassPrecision,
-        MulticlassRecall,
-    )
+def resolve_objective(objective: str, task: str) -> str:
+    return DEFAULT_OBJECTIVE[task] if objective == "auto" else objective
 
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "precision": MulticlassPrecision(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-            "auroc": MulticlassAUROC(num_classes, average="macro"),
-        },
-        compute_groups=False,
-    ).to(device)
+
+class TaskMetrics:
+    """Turns raw model outputs into what torchmetrics expects for the task, and scores them.
+
+    Multiclass: softmax over the outputs. Binary: the positive class's probability, from
+    two outputs (cross-entropy) or one logit (BCE). Regression: the outputs as they are.
+    Classification also keeps a confusion matrix, read with `confusion_matrix()`.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        num_classes: int,
+        device: torch.device,
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+    ) -> None:
+        import torch
+        from torchmetrics import MetricCollection, regression
+        from torchmetrics import classification as cls
+
+        self.task = task
+        # Regression metrics are reported in the data's units, not the standardised ones.
+        self.mean = torch.tensor(target_mean or [0.0], device=device)
+        self.std = torch.tensor(target_std or [1.0], device=device)
+        if task == "multiclass":
+            metrics = {
+                "acc": cls.MulticlassAccuracy(num_classes, average="micro"),
+                "precision": cls.MulticlassPrecision(num_classes, average="macro"),
+                "recall": cls.MulticlassRecall(num_classes, average="macro"),
+                "f1": cls.MulticlassF1Score(num_classes, average="macro"),
+                "auroc": cls.MulticlassAUROC(num_classes, average="macro"),
+            }
+            confusion = cls.MulticlassConfusionMatrix(num_classes)
+        elif task == "binary":
+            metrics = {
+                "acc": cls.BinaryAccuracy(),
+                "precision": cls.BinaryPrecision(),
+                "recall": cls.BinaryRecall(),
+                "f1": cls.BinaryF1Score(),
+                "auroc": cls.BinaryAUROC(),
+                "ap": cls.BinaryAveragePrecision(),
+            }
+            confusion = cls.BinaryConfusionMatrix()
+        else:
+            metrics = {
+                "mse": regression.MeanSquaredError(),
+                "rmse": regression.MeanSquaredError(squared=False),
+                "mae": regression.MeanAbsoluteError(),
+                "r2": regression.R2Score(),
+            }
+            confusion = None
+        self.collection = MetricCollection(metrics, compute_groups=False).to(device)
+        self.confusion = confusion.to(device) if confusion is not None else None
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (multiclass), positive-class probability (binary), or values."""
+        if self.task == "multiclass":
+            return outputs.softmax(dim=-1)
+        if self.task == "binary":
+            if outputs.shape[-1] == 2:
+                return outputs.softmax(dim=-1)[..., 1]
+            return outputs.reshape(-1).sigmoid()
+        return outputs
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        predicted = self.predictions(outputs)
+        if self.task == "regression":
+            predicted = predicted * self.std + self.mean
+            targets = targets * self.std + self.mean
+            if predicted.shape[-1] == 1:
+                predicted, targets = predicted.reshape(-1), targets.reshape(-1)
+        self.collection.update(predicted, targets)
+        if self.confusion is not None:
+            self.confusion.update(predicted, targets)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return dict(self.collection.compute())
+
+    def confusion_matrix(self) -> torch.Tensor | None:
+        return self.confusion.compute() if self.confusion is not None else None
+
+    def reset(self) -> None:
+        self.collection.reset()
+        if self.confusion is not None:
+            self.confusion.reset()

@@ -36,8 +36,23 @@ class Schedule:
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """`cfg` is a partial optimizer (`_partial_: true`); the model supplies the parameters."""
-    return instantiate(cfg)(model.parameters())
+    """`cfg` is a partial optimizer (`_partial_: true`); the model supplies the parameters.
+
+    With `decay_bias_and_norm: false`, weight decay applies to weight matrices, kernels
+    and embeddings only; biases and normalisation scales (1-d parameters) get none.
+    """
+    options = OmegaConf.to_container(cfg, resolve=True)
+    decay_all = options.pop("decay_bias_and_norm", True)
+    factory = instantiate(options)
+    if decay_all or not options.get("weight_decay"):
+        return factory(model.parameters())
+    parameters = list(model.parameters())
+    return factory(
+        [
+            {"params": [p for p in parameters if p.ndim > 1]},
+            {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+    )
 
 
 def build_schedule(

@@ -1,10 +1,11 @@
-"""The training loop: fit, validate, test. One readable loop; the rest are callbacks.
+"""The training loop: fit, evaluate, predict. One readable loop; the rest are callbacks.
 
 The events and when they fire are drawn in `trainlab/callbacks/base.py`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from torch import nn
 
 from trainlab.callbacks.base import Callback
 from trainlab.data.batches import TensorBatches
+from trainlab.metrics import TaskMetrics
 from trainlab.optim import Schedule, current_lr
 from trainlab.seeding import rng_state
 
@@ -43,10 +45,14 @@ class Trainer:
         *,
         max_epochs: int,
         schedule: Schedule | None = None,
-        metrics: Any = None,
+        metrics: TaskMetrics | None = None,
         callbacks: Sequence[Callback] = (),
         logger: Any = None,
         log_every_n_steps: int = 1,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        l1: float = 0.0,
         config: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
@@ -56,29 +62,45 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.logger = logger
         self.log_every_n_steps = log_every_n_steps
+        self.accumulate = accumulate_grad_batches
+        self.clip_value, self.clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.l1 = l1
+        # L1 acts on weights (matrices, kernels, embeddings), not on biases or norm scales.
+        self.penalised = [p for p in model.parameters() if p.ndim > 1] if l1 else []
         self.config = config or {}
         self.state = TrainState()
-        self.steps_per_epoch = 0
+        self.batches_per_epoch = 0
         self._losses: list[torch.Tensor] = []
         self._loss_steps: list[int] = []
+
+    @staticmethod
+    def steps_per_epoch(batches: int, accumulate: int) -> int:
+        return math.ceil(batches / accumulate)
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, train: TensorBatches, val: TensorBatches) -> TrainState:
         state = self.state
-        self.steps_per_epoch = len(train)
+        self.batches_per_epoch = len(train)
         self._emit("on_fit_start")
         for epoch in range(state.epoch, self.max_epochs):
             state.epoch = epoch
             self._emit("on_epoch_start")
             self.model.train()
             epoch_loss = torch.zeros((), device=train.inputs.device)
+            step_loss = torch.zeros((), device=train.inputs.device)
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                loss = self._train_step(inputs, targets)
+                loss = self._forward_backward(inputs, targets)
                 epoch_loss += loss
-                state.global_step += 1
+                step_loss += loss
                 state.batch_in_epoch += 1
-                self._record_loss(loss)
-                self._emit("on_train_batch_end")
+                # Step every `accumulate` batches, and on the epoch's last batch.
+                if state.batch_in_epoch % self.accumulate and state.batch_in_epoch < len(train):
+                    continue
+                self._optimizer_step()
+                state.global_step += 1
+                self._record_loss(step_loss / self.accumulate)
+                step_loss = torch.zeros((), device=train.inputs.device)
+                self._emit("on_train_step_end")
             self._write_losses()
 
             state.metrics = {"train/loss": epoch_loss.item() / max(len(train), 1)}
@@ -96,15 +118,27 @@ class Trainer:
             self.logger.flush()
         return state
 
-    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+    def _forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = self.loss_fn(self.model(inputs), targets)
-        loss.backward()
+        total = loss
+        if self.l1:
+            total = total + self.l1 * sum(p.abs().sum() for p in self.penalised)
+        # Scale so that accumulated gradients average over the batches of one step.
+        (total / self.accumulate).backward()
+        return loss.detach()
+
+    def _optimizer_step(self) -> None:
+        if self.clip_value is not None:
+            parameters = self.model.parameters()
+            if self.clip_algorithm == "norm":
+                nn.utils.clip_grad_norm_(parameters, self.clip_value)
+            else:
+                nn.utils.clip_grad_value_(parameters, self.clip_value)
         self.state.last_lr = current_lr(self.optimizer)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         if self.schedule is not None and self.schedule.interval == "step":
             self.schedule.step(self.state.metrics)
-        return loss.detach()
 
     # ---------------------------------------------------------------------- evaluate
     @torch.inference_mode()
@@ -121,7 +155,7 @@ class Trainer:
             total_loss += self.loss_fn(outputs, targets) * len(targets)
             count += len(targets)
             if self.metrics is not None:
-                self.metrics.update(outputs.softmax(dim=-1), targets)
+                self.metrics.update(outputs, targets)
         values = {"loss": total_loss / max(count, 1)}
         if self.metrics is not None:
             values.update(self.metrics.compute())
@@ -129,6 +163,15 @@ class Trainer:
         # One device-to-host copy for all values.
         numbers = torch.stack([v.float() for v in values.values()]).tolist()
         return {f"{prefix}/{name}": v for name, v in zip(values, numbers, strict=True)}
+
+    @torch.inference_mode()
+    def predict(self, batches: TensorBatches) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's raw outputs for every row of `batches`, with the targets."""
+        was_training = self.model.training
+        self.model.eval()
+        outputs, targets = zip(*((self.model(x), y) for x, y in batches), strict=True)
+        self.model.train(was_training)
+        return torch.cat(outputs), torch.cat(targets)
 
     # -------------------------------------------------------------------- checkpoint
     def checkpoint(self, next_epoch: int, next_batch: int) -> dict[str, Any]:

@@ -4,8 +4,10 @@
         on_fit_start
         for each epoch:
             on_epoch_start
-            for each batch:  forward, backward, optimizer step, [step schedule]
-                on_train_batch_end
+            for each batch:  forward, backward (gradients accumulate)
+                every `accumulate_grad_batches` batches: [clip], optimizer step,
+                [step schedule]
+                    on_train_step_end
             validate  ->  state.metrics
             [step epoch schedule]
             on_validation_end
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 EVENTS = (
     "on_fit_start",
     "on_epoch_start",
-    "on_train_batch_end",
+    "on_train_step_end",
     "on_validation_end",
     "on_epoch_end",
     "on_fit_end",
@@ -40,7 +42,7 @@ class Callback:
 
     def on_epoch_start(self, trainer: Trainer, state: TrainState) -> None: ...
 
-    def on_train_batch_end(self, trainer: Trainer, state: TrainState) -> None: ...
+    def on_train_step_end(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def on_validation_end(self, trainer: Trainer, state: TrainState) -> None: ...
 

@@ -10,7 +10,7 @@ class LearningRateMonitor(Callback):
         self.steps: list[int] = []
         self.values: list[float] = []
 
-    def on_train_batch_end(self, trainer, state) -> None:
+    def on_train_step_end(self, trainer, state) -> None:
         if state.global_step % trainer.log_every_n_steps == 0:
             # The rate the step just used; reading it is a host-side lookup, no device sync.
             self.steps.append(state.global_step)

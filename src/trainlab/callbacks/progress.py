@@ -22,8 +22,8 @@ class ProgressDisplay(Callback):
     def on_epoch_start(self, trainer, state) -> None:
         self.epoch_started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, state) -> None:
-        total = trainer.steps_per_epoch
+    def on_train_step_end(self, trainer, state) -> None:
+        total = trainer.batches_per_epoch
         # Redraw about 50 times an epoch: terminal writes are not free.
         if not self.bar or (
             state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total

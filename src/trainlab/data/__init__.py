@@ -1,7 +1,15 @@
 """Datasets, splits and batching."""
 
 from trainlab.data.batches import TensorBatches, epoch_seed
-from trainlab.data.datasets import DataBundle, DataInfo, Split, load_digits, load_synthetic
+from trainlab.data.datasets import (
+    DataBundle,
+    DataInfo,
+    Split,
+    load_breast_cancer,
+    load_diabetes,
+    load_digits,
+    load_synthetic,
+)
 
 __all__ = [
     "DataBundle",
@@ -9,6 +17,8 @@ __all__ = [
     "Split",
     "TensorBatches",
     "epoch_seed",
+    "load_breast_cancer",
+    "load_diabetes",
     "load_digits",
     "load_synthetic",
 ]

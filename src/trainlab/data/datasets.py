@@ -14,15 +14,35 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from trainlab.data.batches import TensorBatches
 from trainlab.errors import TrainlabError
 
+TASKS = ("multiclass", "binary", "regression")
+INPUT_KINDS = ("features", "image", "tokens")
+
 
 @dataclass
 class DataInfo:
-    """What a model and the metrics need to know about the data."""
+    """What a model, the loss and the metrics need to know about the data.
 
+    `task` is "multiclass", "binary" (two classes) or "regression"; `input_kind` is
+    "features" (a vector per row), "image" (channels x height x width) or "tokens" (a
+    sequence of token ids, `padding_idx` marking padding, ids below `vocab_size`).
+    """
+
+    name: str
     task: str
+    input_kind: str
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int = 0  # classification only
+    num_targets: int = 1  # regression only
     class_names: list[str] = field(default_factory=list)
+    vocab_size: int | None = None
+    padding_idx: int = 0
+    # Regression targets are standardised for training; metrics undo it (data units).
+    target_mean: list[float] | None = None
+    target_std: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        assert self.task in TASKS, self.task
+        assert self.input_kind in INPUT_KINDS, self.input_kind
 
 
 @dataclass
@@ -75,65 +95,121 @@ class DataBundle:
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
 
 
+def split_rows(
+    targets: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the train / val / test splits; stratified by class when asked."""
+    rows = np.arange(len(targets))
+    if stratify and len(np.unique(targets)) < 2:
+        raise TrainlabError("the data has a single class; a classifier needs at least two")
+    try:
+        rest, test = train_test_split(
+            rows,
+            test_size=test_fraction,
+            random_state=seed,
+            stratify=targets if stratify else None,
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=val_fraction / (1.0 - test_fraction),
+            random_state=seed,
+            stratify=targets[rest] if stratify else None,
+        )
+    except ValueError as ex:
+        raise TrainlabError(
+            f"cannot split {len(targets)} rows into train/val/test sets ({ex}); "
+            "use more rows or larger data.val_fraction / data.test_fraction"
+        ) from None
+    return train, val, test
+
+
 def split_and_scale(
     features: np.ndarray,
-    labels: np.ndarray,
+    targets: np.ndarray,
     *,
+    name: str,
     val_fraction: float,
     test_fraction: float,
     scaling: str,
     seed: int,
-    class_names: list[str],
+    class_names: list[str] | None = None,
+    image_shape: tuple[int, ...] | None = None,
+    target_scaling: str = "standard",
     **batching: Any,
 ) -> DataBundle:
-    """Stratified train/val/test split; the scaler is fitted on the training split only."""
-    counts = np.bincount(labels)
-    if (counts > 0).sum() < 2:
-        raise TrainlabError("the data has a single class; a classifier needs at least two")
-    try:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            features, labels, test_size=test_fraction, stratify=labels, random_state=seed
-        )
-        x_train, x_val, y_train, y_val = train_test_split(
-            x_rest,
-            y_rest,
-            test_size=val_fraction / (1.0 - test_fraction),
-            stratify=y_rest,
-            random_state=seed,
-        )
-    except ValueError as ex:
-        raise TrainlabError(
-            f"cannot split {len(labels)} rows into stratified train/val/test sets ({ex}); "
-            "use more rows or larger data.val_fraction / data.test_fraction"
-        ) from None
+    """Split a numeric table (stratified for classification) and scale it.
+
+    The scaler is fitted on the training split only. `class_names` marks a classification
+    task (targets are class indices); without it the targets are regression values.
+    `image_shape` reshapes each row into an image after scaling. Regression targets are
+    standardised with the training split's mean and deviation when `target_scaling` is
+    "standard".
+    """
+    classification = class_names is not None
+    train, val, test = split_rows(
+        targets,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify=classification,
+    )
     scaler = SCALERS[scaling]() if scaling != "none" else None
     if scaler is not None:
-        x_train = scaler.fit_transform(x_train)
-        x_val, x_test = scaler.transform(x_val), scaler.transform(x_test)
+        scaler.fit(features[train])
+    shape = image_shape or (features.shape[1],)
+    values = targets.reshape(len(targets), -1).astype(np.float64)
+    mean, std = np.zeros(values.shape[1]), np.ones(values.shape[1])
+    if not classification and target_scaling == "standard":
+        mean, std = values[train].mean(axis=0), values[train].std(axis=0) + 1e-12
 
-    def as_split(x: np.ndarray, y: np.ndarray) -> Split:
-        return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
+    def as_split(rows: np.ndarray) -> Split:
+        x = scaler.transform(features[rows]) if scaler is not None else features[rows]
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(len(rows), *shape)
+        if classification:
+            return Split(x, torch.as_tensor(targets[rows], dtype=torch.long))
+        return Split(x, torch.as_tensor((values[rows] - mean) / std, dtype=torch.float32))
 
+    task = "regression"
+    if classification:
+        task = "binary" if len(class_names) == 2 else "multiclass"
+    info = DataInfo(
+        name=name,
+        task=task,
+        input_kind="image" if image_shape else "features",
+        input_shape=shape,
+        num_classes=len(class_names) if classification else 0,
+        num_targets=values.shape[1],
+        class_names=class_names or [],
+        target_mean=None if classification else mean.tolist(),
+        target_std=None if classification else std.tolist(),
+    )
     return DataBundle(
-        train=as_split(x_train, y_train),
-        val=as_split(x_val, y_val),
-        test=as_split(x_test, y_test),
-        info=DataInfo(
-            task="classification",
-            input_shape=(features.shape[1],),
-            num_classes=len(class_names),
-            class_names=class_names,
-        ),
+        train=as_split(train),
+        val=as_split(val),
+        test=as_split(test),
+        info=info,
         preprocessor=scaler,
         **batching,
     )
 
 
 def load_digits(seed: int, **options: Any) -> DataBundle:
-    """scikit-learn's 8x8 digits as 64 pixel features (values 0..16 before scaling)."""
+    """scikit-learn's handwritten digits as 1x8x8 images (pixel values 0..16 before scaling).
+
+    Models take them as they need: the MLP as 64 features, the CNN as images, sequence
+    models as 8 rows of 8 pixels.
+    """
     digits = sk_datasets.load_digits()
     names = [str(name) for name in digits.target_names]
-    return split_and_scale(digits.data, digits.target, seed=seed, class_names=names, **options)
+    return split_and_scale(
+        digits.data,
+        digits.target,
+        name="digits",
+        seed=seed,
+        class_names=names,
+        image_shape=(1, 8, 8),
+        **options,
+    )
 
 
 def load_synthetic(
@@ -156,4 +232,28 @@ def load_synthetic(
         random_state=seed,
     )
     names = [str(c) for c in range(n_classes)]
-    return split_and_scale(features, labels, seed=seed, class_names=names, **options)
+    return split_and_scale(
+        features, labels, name="synthetic", seed=seed, class_names=names, **options
+    )
+
+
+def load_breast_cancer(seed: int, **options: Any) -> DataBundle:
+    """scikit-learn's Wisconsin breast cancer set: 569 rows, 30 features, two classes."""
+    data = sk_datasets.load_breast_cancer()
+    names = [str(name) for name in data.target_names]
+    return split_and_scale(
+        data.data, data.target, name="breast_cancer", seed=seed, class_names=names, **options
+    )
+
+
+def load_diabetes(seed: int, target_scaling: str = "standard", **options: Any) -> DataBundle:
+    """scikit-learn's diabetes progression set: 442 rows, 10 features, a real target."""
+    data = sk_datasets.load_diabetes()
+    return split_and_scale(
+        data.data,
+        data.target,
+        name="diabetes",
+        seed=seed,
+        target_scaling=target_scaling,
+        **options,
+    )

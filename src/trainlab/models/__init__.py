@@ -1,5 +1,45 @@
-"""Models. Each takes `input_shape` and `num_outputs` from the data, the rest from its config."""
+"""Models, and how one is built for the data it will see.
 
+A model class takes, besides its own config fields, whichever of these its signature names:
+`input_shape` (one sample's shape), `num_outputs`, `input_kind` ("features", "image" or
+"tokens"), `vocab_size` and `padding_idx` (token data). A class attribute `input_kinds`
+lists the kinds it can take; a model without one is trusted with any data.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from trainlab.data.datasets import DataInfo
+from trainlab.errors import ConfigError
 from trainlab.models.mlp import MLP
 
-__all__ = ["MLP"]
+# The shipped models by config name (configs/model/<name>.yaml).
+SHIPPED: dict[str, type[nn.Module]] = {"mlp": MLP}
+
+
+def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
+    model_class = get_class(cfg._target_)
+    kinds = getattr(model_class, "input_kinds", None)
+    if kinds is not None and info.input_kind not in kinds:
+        fits = [name for name, cls in SHIPPED.items() if info.input_kind in cls.input_kinds]
+        raise ConfigError(
+            f"{model_class.__name__} cannot take {info.input_kind} data (data: {info.name}); "
+            f"models that fit: {', '.join(f'model={name}' for name in fits)}"
+        )
+    known = {
+        "input_shape": tuple(info.input_shape),
+        "num_outputs": num_outputs,
+        "input_kind": info.input_kind,
+        "vocab_size": info.vocab_size,
+        "padding_idx": info.padding_idx,
+    }
+    accepted = inspect.signature(model_class).parameters
+    return instantiate(cfg, **{k: v for k, v in known.items() if k in accepted})
+
+
+__all__ = ["MLP", "SHIPPED", "build_model"]

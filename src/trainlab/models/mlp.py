@@ -20,6 +20,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLP(nn.Module):
     """Flatten -> [Linear -> BatchNorm? -> activation -> Dropout?] per hidden size -> Linear."""
 
+    input_kinds = ("features", "image")
+
     def __init__(
         self,
         input_shape: Sequence[int],
