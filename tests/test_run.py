@@ -41,6 +41,29 @@ def test_tensorboard_holds_every_tag_with_finite_values(run_experiment) -> None:
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
+def test_tensorboard_figures(run_experiment) -> None:
+    def tags(run_dir):
+        events = EventAccumulator(
+            str(run_dir / "tb"), size_guidance={"images": 0, "tensors": 0, "histograms": 0}
+        )
+        events.Reload()
+        return events
+
+    _, run_dir = run_experiment("trainer.max_epochs=2", "callbacks.figures.histograms=true")
+    events = tags(run_dir)
+    assert [i.step for i in events.Images("val/confusion_matrix")] == [0, 1]
+    assert len(events.Images("test/confusion_matrix")) == 1
+    assert {f"test/pr_curve/{digit}" for digit in range(10)} <= set(events.Tags()["tensors"])
+    assert "weight/layers.1.weight" in events.Tags()["histograms"]
+    assert "grad/layers.1.weight" in events.Tags()["histograms"]
+    assert events.Tags()["graph"]
+
+    _, run_dir = run_experiment("data=diabetes", "loss=mse", "trainer.max_epochs=1")
+    assert tags(run_dir).Tags()["images"] == ["test/predicted_vs_true"]
+    _, run_dir = run_experiment("data=breast_cancer", "loss=bce", "trainer.max_epochs=1")
+    assert "test/pr_curve" in tags(run_dir).Tags()["tensors"]
+
+
 def test_checkpoint_holds_everything_needed_to_continue(run_experiment) -> None:
     _, run_dir = run_experiment("sched=cosine", "trainer.max_epochs=2")
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")

@@ -74,7 +74,11 @@ def build(cfg: DictConfig) -> Experiment:
     schedule = build_schedule(
         cfg.sched, optimizer, steps_per_epoch=steps, max_epochs=trainer_cfg.max_epochs
     )
-    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
+    callbacks = [
+        instantiate(node, **wanted_by(node._target_, data_info=info))
+        for node in (cfg.callbacks or {}).values()
+        if node is not None
+    ]
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
     trainer = Trainer(
         model,
@@ -127,7 +131,7 @@ def run(cfg: DictConfig) -> float:
 
         trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
         log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
-    final = {**trainer.evaluate(exp.val, "val"), **trainer.evaluate(exp.test, "test")}
+    final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
     objective = final[cfg.objective]
     test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
     if trainer.logger is not None:
@@ -153,6 +157,16 @@ def run(cfg: DictConfig) -> float:
     log.info("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
     log.info(f"objective {cfg.objective} = {objective:.4f}; results in {exp.output_dir}")
     return objective
+
+
+def wanted_by(target: str, **available: Any) -> dict[str, Any]:
+    """The arguments among `available` that the class or function `target` accepts."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    parameters = inspect.signature(get_object(target)).parameters
+    return {name: value for name, value in available.items() if name in parameters}
 
 
 def resolve_device(name: str):

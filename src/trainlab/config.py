@@ -279,6 +279,15 @@ class NoArgumentsSchema:
 
 
 @dataclass
+class FiguresSchema:
+    confusion_matrix: bool = spec(True)
+    pr_curves: bool = spec(True)
+    scatter: bool = spec(True)
+    graph: bool = spec(True)
+    histograms: bool = spec(False)
+
+
+@dataclass
 class ProgressSchema:
     bar: Any = spec("auto", check=_bar)
 
@@ -325,6 +334,7 @@ SCHEMAS: dict[str, type] = {
     "trainlab.callbacks.ModelCheckpoint": ModelCheckpointSchema,
     "trainlab.callbacks.LearningRateMonitor": NoArgumentsSchema,
     "trainlab.callbacks.ProgressDisplay": ProgressSchema,
+    "trainlab.callbacks.TensorBoardFigures": FiguresSchema,
     "trainlab.loggers.TensorBoardLogger": TensorBoardSchema,
 }
 

@@ -70,6 +70,8 @@ class Trainer:
         self.config = config or {}
         self.state = TrainState()
         self.batches_per_epoch = 0
+        self.example_input: torch.Tensor | None = None  # a small batch, for the model graph
+        self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # of the last test()
         self._losses: list[torch.Tensor] = []
         self._loss_steps: list[int] = []
 
@@ -81,6 +83,7 @@ class Trainer:
     def fit(self, train: TensorBatches, val: TensorBatches) -> TrainState:
         state = self.state
         self.batches_per_epoch = len(train)
+        self.example_input = train.inputs[:2]
         self._emit("on_fit_start")
         for epoch in range(state.epoch, self.max_epochs):
             state.epoch = epoch
@@ -127,6 +130,9 @@ class Trainer:
         (total / self.accumulate).backward()
         return loss.detach()
 
+    def is_last_step_of_epoch(self) -> bool:
+        return self.state.batch_in_epoch >= self.batches_per_epoch
+
     def _optimizer_step(self) -> None:
         if self.clip_value is not None:
             parameters = self.model.parameters()
@@ -134,6 +140,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(parameters, self.clip_value)
             else:
                 nn.utils.clip_grad_value_(parameters, self.clip_value)
+        self._emit("on_before_optimizer_step")
         self.state.last_lr = current_lr(self.optimizer)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -141,8 +148,16 @@ class Trainer:
             self.schedule.step(self.state.metrics)
 
     # ---------------------------------------------------------------------- evaluate
+    def test(self, batches: TensorBatches) -> dict[str, float]:
+        """Evaluate on the test split, keep its outputs for callbacks, emit `on_test_end`."""
+        values = self.evaluate(batches, "test", keep_outputs=True)
+        self._emit("on_test_end")
+        return values
+
     @torch.inference_mode()
-    def evaluate(self, batches: TensorBatches, prefix: str) -> dict[str, float]:
+    def evaluate(
+        self, batches: TensorBatches, prefix: str, keep_outputs: bool = False
+    ) -> dict[str, float]:
         """Mean loss and every metric over `batches`, as `{prefix}/{name}` floats."""
         was_training = self.model.training
         self.model.eval()
@@ -150,12 +165,17 @@ class Trainer:
         count = 0
         if self.metrics is not None:
             self.metrics.reset()
+        kept = []
         for inputs, targets in batches:
             outputs = self.model(inputs)
             total_loss += self.loss_fn(outputs, targets) * len(targets)
             count += len(targets)
             if self.metrics is not None:
                 self.metrics.update(outputs, targets)
+            if keep_outputs:
+                kept.append((outputs, targets))
+        if keep_outputs:
+            self.outputs = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
         values = {"loss": total_loss / max(count, 1)}
         if self.metrics is not None:
             values.update(self.metrics.compute())
@@ -163,15 +183,6 @@ class Trainer:
         # One device-to-host copy for all values.
         numbers = torch.stack([v.float() for v in values.values()]).tolist()
         return {f"{prefix}/{name}": v for name, v in zip(values, numbers, strict=True)}
-
-    @torch.inference_mode()
-    def predict(self, batches: TensorBatches) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's raw outputs for every row of `batches`, with the targets."""
-        was_training = self.model.training
-        self.model.eval()
-        outputs, targets = zip(*((self.model(x), y) for x, y in batches), strict=True)
-        self.model.train(was_training)
-        return torch.cat(outputs), torch.cat(targets)
 
     # -------------------------------------------------------------------- checkpoint
     def checkpoint(self, next_epoch: int, next_batch: int) -> dict[str, Any]:

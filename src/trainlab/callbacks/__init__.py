@@ -3,6 +3,7 @@
 from trainlab.callbacks.base import EVENTS, Callback
 from trainlab.callbacks.checkpoint import ModelCheckpoint
 from trainlab.callbacks.early_stopping import EarlyStopping
+from trainlab.callbacks.figures import TensorBoardFigures
 from trainlab.callbacks.lr_monitor import LearningRateMonitor
 from trainlab.callbacks.monitor import Monitor
 from trainlab.callbacks.progress import ProgressDisplay
@@ -15,4 +16,5 @@ __all__ = [
     "ModelCheckpoint",
     "Monitor",
     "ProgressDisplay",
+    "TensorBoardFigures",
 ]

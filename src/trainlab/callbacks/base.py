@@ -5,14 +5,17 @@
         for each epoch:
             on_epoch_start
             for each batch:  forward, backward (gradients accumulate)
-                every `accumulate_grad_batches` batches: [clip], optimizer step,
-                [step schedule]
+                every `accumulate_grad_batches` batches: [clip],
+                    on_before_optimizer_step
+                    optimizer step, [step schedule]
                     on_train_step_end
             validate  ->  state.metrics
             [step epoch schedule]
             on_validation_end
             on_epoch_end            (stop here if state.should_stop)
         on_fit_end
+    test():  evaluate on the test split, keeping the outputs
+        on_test_end
 
 Callbacks read the trainer (model, optimizer, logger) and change the run only through
 `state` (e.g. `state.should_stop = True`).
@@ -28,10 +31,12 @@ if TYPE_CHECKING:
 EVENTS = (
     "on_fit_start",
     "on_epoch_start",
+    "on_before_optimizer_step",
     "on_train_step_end",
     "on_validation_end",
     "on_epoch_end",
     "on_fit_end",
+    "on_test_end",
 )
 
 
@@ -42,6 +47,8 @@ class Callback:
 
     def on_epoch_start(self, trainer: Trainer, state: TrainState) -> None: ...
 
+    def on_before_optimizer_step(self, trainer: Trainer, state: TrainState) -> None: ...
+
     def on_train_step_end(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def on_validation_end(self, trainer: Trainer, state: TrainState) -> None: ...
@@ -49,6 +56,8 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None: ...
+
+    def on_test_end(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         """What this callback needs to continue after a resume."""
