@@ -46,6 +46,13 @@ def test_grid_sweep_runs_four_jobs_each_with_its_objective(tmp_path) -> None:
         assert json.loads((job / "metrics.json").read_text())["epochs"] == 2
     assert len(seen) == 4
 
+    # The leaderboard, sorted by the objective, best first.
+    board = (sweep_dir / "leaderboard.csv").read_text().splitlines()
+    assert board[0].startswith("rank,run,overrides,status,objective,value")
+    values = [float(line.split(",")[5]) for line in board[1:]]
+    assert len(values) == 4 and values == sorted(values, reverse=True)
+    assert (sweep_dir / "leaderboard.md").read_text() in result.stdout
+
 
 def test_issue_examples_run(run_experiment) -> None:
     for overrides in (

@@ -1,0 +1,66 @@
+"""The leaderboard of a folder of runs: sorted by the objective, unfinished runs last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def make_run(folder, name, overrides, objective=None, value=None):
+    run = folder / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("{}\n")
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {o}\n" for o in [*overrides, f"paths.root_dir={folder}"])
+    )
+    if objective is not None:
+        metrics = {
+            "objective": {"name": objective, "value": value},
+            "epochs": 3,
+            "wall_time_s": 1.5,
+            "val": {objective: value, "val/loss": 1 - value},
+            "test": {objective.replace("val/", "test/"): value - 0.01},
+        }
+        (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_script_ranks_runs_and_lists_unfinished_ones_last(tmp_path) -> None:
+    make_run(tmp_path, "0", ["optim.lr=0.1"], "val/acc", 0.80)
+    make_run(tmp_path, "1", ["optim.lr=0.01"], "val/acc", 0.95)
+    make_run(tmp_path, "2", ["optim.lr=1.0"])  # stopped before it wrote a result
+    make_run(tmp_path, "3", ["optim.lr=0.001"], "val/acc", 0.90)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[2].startswith("| 1 | 1 | optim.lr=0.01 | 0.9500 | 0.9400 | 3 | 1.5 |")
+    assert lines[3].startswith("| 2 | 3 | optim.lr=0.001 | 0.9000")
+    assert lines[4].startswith("| 3 | 0 | optim.lr=0.1 | 0.8000")
+    assert lines[5] == "| - | 2 | optim.lr=1.0 | no result | - | - | - |"
+    assert (tmp_path / "leaderboard.md").read_text() == result.stdout
+    rows = (tmp_path / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 5 and "val/loss" in rows[0] and "test/acc" in rows[0]
+
+
+def test_loss_objectives_sort_ascending(tmp_path) -> None:
+    from trainlab.leaderboard import build_leaderboard
+
+    make_run(tmp_path, "a", ["x=1"], "val/loss", 0.5)
+    make_run(tmp_path, "b", ["x=2"], "val/loss", 0.2)
+    assert [r["run"] for r in build_leaderboard(tmp_path)] == ["b", "a"]
+
+
+def test_missing_folder_is_one_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "leaderboard.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
