@@ -39,8 +39,12 @@ class Experiment:
     output_dir: Path
 
 
-def build(cfg: DictConfig) -> Experiment:
-    """Validate `cfg` and build every part of the experiment it describes."""
+def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
+    """Validate `cfg` and build every part of the experiment it describes.
+
+    `fold=(k, folds)` builds fold k of a cross-validation: part k of the non-test rows is
+    the validation split.
+    """
     validate(cfg)
 
     import torch  # noqa: F401  (imported here: config errors return without it)
@@ -60,7 +64,8 @@ def build(cfg: DictConfig) -> Experiment:
     device = resolve_device(cfg.trainer.device)
     seed_everything(seed)
 
-    data = instantiate(cfg.data, seed=seed, _convert_="all").to(device)
+    folding = {"fold": fold} if fold is not None else {}
+    data = instantiate(cfg.data, seed=seed, _convert_="all", **folding).to(device)
     info = data.info
     cfg.objective = resolve_objective(cfg.objective, info.task)
     validate_metrics(cfg, info.task)
@@ -113,39 +118,22 @@ def build(cfg: DictConfig) -> Experiment:
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    if cfg.cv.folds:
+        return cross_validate(cfg)
     started = time.perf_counter()
     exp = build(cfg)
-    trainer, info = exp.trainer, exp.data.info
-    log.info(
-        f"training {type(trainer.model).__name__} "
-        f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "
-        f"{info.name} rows ({info.task}), device {exp.device}, seed {exp.seed}, "
-        f"run folder {exp.output_dir}"
-    )
-    state = trainer.fit(exp.train, exp.val)
-
-    # Judge the run by its best checkpoint when there is one.
-    best = exp.checkpoint.best_path if exp.checkpoint is not None else None
-    if best is not None:
-        from trainlab.checkpoint import load_checkpoint
-
-        trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
-        log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
-    final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
+    final, state, best = train_and_test(exp)
     objective = final[cfg.objective]
-    test_metrics = {k: v for k, v in final.items() if k.startswith("test/")}
-    if trainer.logger is not None:
-        trainer.logger.log_scalars(test_metrics, step=state.epoch)
-        trainer.logger.log_hparams(
-            hparams(cfg, exp.seed), test_metrics | {cfg.objective: objective}
-        )
-        trainer.logger.close()
-
+    logger = exp.trainer.logger
+    if logger is not None:
+        final_metrics = split(final, "test") | {cfg.objective: objective}
+        logger.log_hparams(hparams(cfg, exp.seed), final_metrics)
+        logger.close()
     summary = {
         "objective": {"name": cfg.objective, "value": objective},
-        "task": info.task,
-        "val": {k: v for k, v in final.items() if k.startswith("val/")},
-        "test": test_metrics,
+        "task": exp.data.info.task,
+        "val": split(final, "val"),
+        "test": split(final, "test"),
         "best_checkpoint": str(best) if best else None,
         "epochs": state.epoch + 1,
         "steps": state.global_step,
@@ -154,9 +142,92 @@ def run(cfg: DictConfig) -> float:
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
     write_json_atomic(summary, exp.output_dir / "metrics.json")
-    log.info("test: " + "  ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
+    log.info("test: " + "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
     log.info(f"objective {cfg.objective} = {objective:.4f}; results in {exp.output_dir}")
     return objective
+
+
+def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]:
+    """Fit, then score the best checkpoint (or the final weights) on val and test."""
+    trainer, info = exp.trainer, exp.data.info
+    log.info(
+        f"training {type(trainer.model).__name__} "
+        f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "
+        f"{info.name} rows ({info.task}), device {exp.device}, seed {exp.seed}, "
+        f"run folder {exp.output_dir}"
+    )
+    state = trainer.fit(exp.train, exp.val)
+    best = exp.checkpoint.best_path if exp.checkpoint is not None else None
+    if best is not None:
+        from trainlab.checkpoint import load_checkpoint
+
+        trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
+        log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
+    final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
+    if trainer.logger is not None:
+        trainer.logger.log_scalars(split(final, "test"), step=state.epoch)
+    return final, state, best
+
+
+def cross_validate(cfg: DictConfig) -> float:
+    """k-fold cross-validation: one model per fold, each in `fold_<k>/` of the run folder.
+
+    Reports every fold and the mean and standard deviation of each metric; the objective
+    is the mean over folds. The test split is held out of every fold and scored only by
+    each fold's best checkpoint at the end.
+    """
+    import copy
+
+    import numpy as np
+
+    started = time.perf_counter()
+    folds, run_dir = cfg.cv.folds, Path(cfg.paths.output_dir)
+    results, seed = [], None
+    for k in range(folds):
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.paths.output_dir = str(run_dir / f"fold_{k}")
+        if seed is not None:
+            fold_cfg.seed = seed  # a drawn seed (seed=null) is drawn once for all folds
+        log.info(f"cross-validation: fold {k + 1}/{folds}")
+        exp = build(fold_cfg, fold=(k, folds))
+        seed = exp.seed
+        final, _, _ = train_and_test(exp)
+        if exp.trainer.logger is not None:
+            exp.trainer.logger.close()
+        results.append(final)
+        cfg.objective = fold_cfg.objective  # resolved from `auto` by build
+    mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    std = {k: float(np.std([r[k] for r in results])) for k in results[0]}
+    objective = mean[cfg.objective]
+
+    from trainlab.loggers import TensorBoardLogger
+
+    if cfg.logger.get("_target_"):
+        summary_logger = TensorBoardLogger(run_dir / "tb")
+        summary_logger.log_scalars({f"cv_mean/{k}": v for k, v in mean.items()}, step=0)
+        summary_logger.log_scalars({f"cv_std/{k}": v for k, v in std.items()}, step=0)
+        summary_logger.log_hparams(
+            {**hparams(cfg, seed), "cv.folds": folds}, {f"cv_mean/{cfg.objective}": objective}
+        )
+        summary_logger.close()
+    summary = {
+        "objective": {"name": cfg.objective, "value": objective, "aggregate": "mean over folds"},
+        "val": split(mean, "val"),
+        "test": split(mean, "test"),
+        "cv": {"folds": results, "mean": mean, "std": std},
+        "seed": seed,
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(summary, run_dir / "metrics.json")
+    for name in results[0]:
+        values = "  ".join(f"{r[name]:.4f}" for r in results)
+        log.info(f"{name:<16} {mean[name]:.4f} ± {std[name]:.4f}   folds: {values}")
+    log.info(f"objective {cfg.objective} (mean of {folds} folds) = {objective:.4f}")
+    return objective
+
+
+def split(values: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k.startswith(f"{prefix}/")}
 
 
 def wanted_by(target: str, **available: Any) -> dict[str, Any]:

@@ -310,6 +310,11 @@ class TrainerSchema:
     gradient_clip_algorithm: str = spec("norm", choices=("norm", "value"))
 
 
+@dataclass
+class CVSchema:
+    folds: int | None = spec(None, ge=2)
+
+
 SCHEMAS: dict[str, type] = {
     "trainlab.data.load_digits": TableSchema,
     "trainlab.data.load_synthetic": SyntheticSchema,
@@ -421,6 +426,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
             checked[group] = check_node(node, group, schema)
     checked["trainer"] = check_node(cfg.trainer, "trainer", TrainerSchema)
+    checked["cv"] = check_node(cfg.cv, "cv", CVSchema)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
             checked[f"callbacks.{name}"] = check_node(node, f"callbacks.{name}", schema)

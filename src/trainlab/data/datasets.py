@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn import datasets as sk_datasets
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from trainlab.data.batches import TensorBatches
@@ -96,9 +96,19 @@ SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
 
 
 def split_rows(
-    targets: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int, stratify: bool
+    targets: np.ndarray,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify: bool,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of the train / val / test splits; stratified by class when asked."""
+    """Row indices of the train / val / test splits; stratified by class when asked.
+
+    With `fold=(k, folds)` (cross-validation) the rows outside the test split are cut into
+    `folds` parts and part k is the validation split; the test split is the same for all k.
+    """
     rows = np.arange(len(targets))
     if stratify and len(np.unique(targets)) < 2:
         raise TrainlabError("the data has a single class; a classifier needs at least two")
@@ -109,6 +119,13 @@ def split_rows(
             random_state=seed,
             stratify=targets if stratify else None,
         )
+        if fold is not None:
+            index, folds = fold
+            splitter = (StratifiedKFold if stratify else KFold)(
+                n_splits=folds, shuffle=True, random_state=seed
+            )
+            train, val = list(splitter.split(rest, targets[rest]))[index]
+            return rest[train], rest[val], test
         train, val = train_test_split(
             rest,
             test_size=val_fraction / (1.0 - test_fraction),
@@ -135,6 +152,7 @@ def split_and_scale(
     class_names: list[str] | None = None,
     image_shape: tuple[int, ...] | None = None,
     target_scaling: str = "standard",
+    fold: tuple[int, int] | None = None,
     **batching: Any,
 ) -> DataBundle:
     """Split a numeric table (stratified for classification) and scale it.
@@ -152,6 +170,7 @@ def split_and_scale(
         test_fraction=test_fraction,
         seed=seed,
         stratify=classification,
+        fold=fold,
     )
     scaler = SCALERS[scaling]() if scaling != "none" else None
     if scaler is not None:
