@@ -118,6 +118,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    if cfg.mode != "train":
+        return find(cfg)
     if cfg.cv.folds:
         return cross_validate(cfg)
     started = time.perf_counter()
@@ -224,6 +226,16 @@ def cross_validate(cfg: DictConfig) -> float:
         log.info(f"{name:<16} {mean[name]:.4f} ± {std[name]:.4f}   folds: {values}")
     log.info(f"objective {cfg.objective} (mean of {folds} folds) = {objective:.4f}")
     return objective
+
+
+def find(cfg: DictConfig) -> float:
+    """`mode=lr_find` or `mode=batch_size_find`: measure, suggest, train nothing."""
+    from trainlab import finders
+
+    exp = build(cfg)
+    if cfg.mode == "lr_find":
+        return finders.run_lr_find(exp, cfg.lr_find)
+    return float(finders.run_batch_size_find(exp, cfg.batch_size_find, cfg))
 
 
 def split(values: dict[str, float], prefix: str) -> dict[str, float]:

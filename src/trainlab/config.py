@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from trainlab.errors import ConfigError, did_you_mean
 from trainlab.metrics import TASK_METRICS, metric_names
 
+MODES = ("train", "lr_find", "batch_size_find")
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
@@ -311,6 +312,24 @@ class TrainerSchema:
 
 
 @dataclass
+class LRFindSchema:
+    min_lr: float = spec(1e-7, gt=0.0)
+    max_lr: float = spec(10.0, gt=0.0)
+    num_steps: int = spec(200, ge=10)
+
+    def cross_check(self, key: str) -> None:
+        if self.min_lr >= self.max_lr:
+            raise ConfigError(f"{key}.min_lr={self.min_lr:g} must be below {key}.max_lr")
+
+
+@dataclass
+class BatchSizeFindSchema:
+    candidates: list[int] = spec([16, 32, 64, 128, 256, 512, 1024, 2048], check=_positive_ints)
+    steps: int = spec(5, ge=1)
+    scale_lr: str = spec("none", choices=("none", "linear", "sqrt"))
+
+
+@dataclass
 class CVSchema:
     folds: int | None = spec(None, ge=2)
 
@@ -427,6 +446,15 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             checked[group] = check_node(node, group, schema)
     checked["trainer"] = check_node(cfg.trainer, "trainer", TrainerSchema)
     checked["cv"] = check_node(cfg.cv, "cv", CVSchema)
+    checked["lr_find"] = check_node(cfg.lr_find, "lr_find", LRFindSchema)
+    checked["batch_size_find"] = check_node(
+        cfg.batch_size_find, "batch_size_find", BatchSizeFindSchema
+    )
+    if cfg.mode not in MODES:
+        raise ConfigError(
+            f"mode={cfg.mode!r} is not allowed{did_you_mean(str(cfg.mode), list(MODES))}; "
+            f"choose one of: {', '.join(MODES)}"
+        )
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
             checked[f"callbacks.{name}"] = check_node(node, f"callbacks.{name}", schema)
