@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from conftest import read_metrics, train_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 
 def test_default_command_reaches_the_bar_and_fills_the_run_folder(tmp_path) -> None:
@@ -52,6 +55,20 @@ def test_grid_sweep_runs_four_jobs_each_with_its_objective(tmp_path) -> None:
     values = [float(line.split(",")[5]) for line in board[1:]]
     assert len(values) == 4 and values == sorted(values, reverse=True)
     assert (sweep_dir / "leaderboard.md").read_text() in result.stdout
+
+    # TensorBoard's HParams tab: each job's hyperparameters and final metrics.
+    for job in jobs:
+        events = EventAccumulator(str(job / "tb"))
+        events.Reload()
+        content = events.PluginTagToContent("hparams")
+        start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        params = start.session_start_info.hparams
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        lr = float(next(o for o in overrides if o.startswith("optim.lr=")).split("=")[1])
+        assert params["optim.lr"].number_value == pytest.approx(lr)
+        assert params["model"].string_value == "mlp" and params["data"].string_value == "digits"
+        experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        assert {"val/acc", "test/acc"} <= {m.name.tag for m in experiment.metric_infos}
 
 
 def test_issue_examples_run(run_experiment) -> None:

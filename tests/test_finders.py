@@ -14,8 +14,10 @@ from trainlab.finders import find_batch_size, find_lr, scaled_lr
 
 
 def snapshot(exp):
-    return ({k: v.clone() for k, v in exp.trainer.model.state_dict().items()},
-            str(exp.trainer.optimizer.state_dict()))
+    return (
+        {k: v.clone() for k, v in exp.trainer.model.state_dict().items()},
+        str(exp.trainer.optimizer.state_dict()),
+    )
 
 
 def test_lr_finder_restores_the_model_and_stops_on_divergence(tmp_path) -> None:
@@ -43,8 +45,9 @@ def test_lr_find_mode_suggests_a_rate_that_trains(tmp_path) -> None:
     assert not (run_dir / "checkpoints").exists()  # nothing was trained
 
     (tmp_path / "next").mkdir()
-    trained = train_cli("optim=sgd", f"optim.lr={lr:.3g}", "trainer.max_epochs=8",
-                        cwd=tmp_path / "next")
+    trained = train_cli(
+        "optim=sgd", f"optim.lr={lr:.3g}", "trainer.max_epochs=8", cwd=tmp_path / "next"
+    )
     (next_dir,) = (tmp_path / "next" / "outputs" / "runs").iterdir()
     assert trained.returncode == 0
     assert json.loads((next_dir / "metrics.json").read_text())["test"]["test/acc"] > 0.9

@@ -6,8 +6,13 @@ from conftest import read_metrics, train_cli
 
 
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path) -> None:
-    result = train_cli("-m", "hydra/launcher=submitit_local", "optim.lr=1e-3,1e-2",
-                       "trainer.max_epochs=1", cwd=tmp_path)
+    result = train_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "optim.lr=1e-3,1e-2",
+        "trainer.max_epochs=1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
     objectives = [read_metrics(sweep_dir / job)["objective"]["value"] for job in ("0", "1")]

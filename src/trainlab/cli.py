@@ -278,14 +278,17 @@ def count_parameters(model) -> int:
 
 def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
     """The hyperparameters shown in TensorBoard's HParams tab: the chosen options and fields."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     flat: dict[str, Any] = {"seed": seed}
     for group in ("data", "model", "loss", "optim", "sched"):
         node = cfg.get(group)
         if node is None:
             continue
         for key, value in OmegaConf.to_container(node, resolve=True).items():
-            if key == "_target_":
-                flat[group] = str(value).rsplit(".", 1)[-1]
+            if key == "_target_":  # the option chosen (e.g. mlp), else the class name
+                flat[group] = choices.get(group) or str(value).rsplit(".", 1)[-1]
             elif not key.startswith("_"):
                 flat[f"{group}.{key}"] = value
     flat["trainer.max_epochs"] = cfg.trainer.max_epochs
