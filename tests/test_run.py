@@ -28,8 +28,10 @@ def test_tensorboard_holds_every_tag_with_finite_values(run_experiment) -> None:
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == list(range(1, steps + 1)), tag
     assert all(s.value == pytest.approx(1e-3) for s in events.Scalars("train/lr"))
-    for tag in EPOCH_TAGS:
-        assert [s.step for s in events.Scalars(tag)] == [0, 1, 2], tag
+    per_epoch = steps // 3
+    for tag in EPOCH_TAGS:  # after each epoch, on the same step axis as train/loss
+        assert [s.step for s in events.Scalars(tag)] == [per_epoch, 2 * per_epoch, steps], tag
+    assert [s.value for s in events.Scalars("epoch")] == [0, 1, 2]
     for tag in TEST_TAGS:
         (scalar,) = events.Scalars(tag)
         assert scalar.value == pytest.approx(metrics["test"][tag], rel=1e-6)
@@ -51,7 +53,7 @@ def test_tensorboard_figures(run_experiment) -> None:
 
     _, run_dir = run_experiment("trainer.max_epochs=2", "callbacks.figures.histograms=true")
     events = tags(run_dir)
-    assert [i.step for i in events.Images("val/confusion_matrix")] == [0, 1]
+    assert [i.step for i in events.Images("val/confusion_matrix")] == [20, 40]
     assert len(events.Images("test/confusion_matrix")) == 1
     assert {f"test/pr_curve/{digit}" for digit in range(10)} <= set(events.Tags()["tensors"])
     assert "weight/layers.1.weight" in events.Tags()["histograms"]

@@ -167,7 +167,7 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
         log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
     final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
     if trainer.logger is not None:
-        trainer.logger.log_scalars(split(final, "test"), step=state.epoch)
+        trainer.logger.log_scalars(split(final, "test"), step=state.global_step)
     return final, state, best
 
 

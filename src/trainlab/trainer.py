@@ -108,7 +108,10 @@ class Trainer:
 
             state.metrics = {"train/loss": epoch_loss.item() / max(len(train), 1)}
             state.metrics.update(self.evaluate(val, "val"))
-            self._log(state.metrics, step=epoch, skip=("train/loss",))
+            # Epoch-level values share the step axis with train/loss (x: optimizer steps).
+            self._log(
+                state.metrics | {"epoch": epoch}, step=state.global_step, skip=("train/loss",)
+            )
             if self.schedule is not None and self.schedule.interval == "epoch":
                 self.schedule.step(state.metrics)
             self._emit("on_validation_end")

@@ -42,7 +42,7 @@ class TensorBoardFigures(Callback):
         matrix = trainer.metrics.confusion_matrix() if trainer.metrics is not None else None
         if self.confusion_matrix and trainer.logger is not None and matrix is not None:
             trainer.logger.writer.add_image(
-                "val/confusion_matrix", heatmap(matrix), state.epoch, dataformats="HWC"
+                "val/confusion_matrix", heatmap(matrix), state.global_step, dataformats="HWC"
             )
 
     def on_before_optimizer_step(self, trainer, state) -> None:
@@ -50,12 +50,14 @@ class TensorBoardFigures(Callback):
         if self.histograms and trainer.logger is not None and trainer.is_last_step_of_epoch():
             for name, parameter in trainer.model.named_parameters():
                 if parameter.grad is not None:
-                    trainer.logger.writer.add_histogram(f"grad/{name}", parameter.grad, state.epoch)
+                    trainer.logger.writer.add_histogram(
+                        f"grad/{name}", parameter.grad, state.global_step
+                    )
 
     def on_epoch_end(self, trainer, state) -> None:
         if self.histograms and trainer.logger is not None:
             for name, parameter in trainer.model.named_parameters():
-                trainer.logger.writer.add_histogram(f"weight/{name}", parameter, state.epoch)
+                trainer.logger.writer.add_histogram(f"weight/{name}", parameter, state.global_step)
 
     def on_test_end(self, trainer, state) -> None:
         if trainer.logger is None or trainer.outputs is None or trainer.metrics is None:
@@ -64,7 +66,7 @@ class TensorBoardFigures(Callback):
         outputs, targets = trainer.outputs
         predicted = metrics.predictions(outputs).float().cpu()
         targets = targets.cpu()
-        step = state.epoch
+        step = state.global_step
         if metrics.task == "regression":
             if self.scatter:
                 unscale = metrics.std.cpu(), metrics.mean.cpu()
