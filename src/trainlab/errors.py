@@ -22,13 +22,30 @@ def one_line(ex: BaseException) -> str:
     """Describe `ex` in one line that says what is wrong and how to fix it."""
     from hydra.errors import (
         ConfigCompositionException,
+        InstantiationException,
         MissingConfigException,
         OverrideParseException,
     )
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    # Hydra's instantiate wraps what a target raised; the user needs the original.
+    while isinstance(ex, InstantiationException) and ex.__cause__ is not None:
+        target = str(ex).split("'")[1] if "'" in str(ex) else "a config _target_"
+        if isinstance(ex.__cause__, TrainlabError):
+            ex = ex.__cause__
+            break
+        cause = ex.__cause__
+        return (
+            f"building {target} failed: {type(cause).__name__}: {_first_line(str(cause))} "
+            "(check that group's settings; HYDRA_FULL_ERROR=1 shows the traceback)"
+        )
     if isinstance(ex, TrainlabError):
         return str(ex)
+    if isinstance(ex, OSError) and ex.filename is not None:
+        return (
+            f"cannot write or read {ex.filename}: {ex.strerror}; check the path, or point "
+            "paths.root_dir at a writable folder (e.g. paths.root_dir=outputs)"
+        )
     if isinstance(ex, MissingConfigException) and ex.options is not None:
         group, _, option = (ex.missing_cfg_file or "").rpartition("/")
         options = sorted(ex.options)

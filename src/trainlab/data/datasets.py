@@ -133,6 +133,11 @@ def split_rows(
             stratify=targets[rest] if stratify else None,
         )
     except ValueError as ex:
+        if fold is not None:
+            raise TrainlabError(
+                f"cannot cut the {len(targets)} rows into cv.folds={fold[1]} folds ({ex}); "
+                "use fewer folds, e.g. cv.folds=5"
+            ) from None
         raise TrainlabError(
             f"cannot split {len(targets)} rows into train/val/test sets ({ex}); "
             "use more rows or larger data.val_fraction / data.test_fraction"

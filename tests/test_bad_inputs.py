@@ -1,0 +1,102 @@
+"""Bad input gets words, not tracebacks: a table of mistakes run through the real train.py.
+
+Each must end with exit status 2 and ONE line on stderr that names the problem and the fix,
+print no traceback, create no run folder, and leave an earlier run's files untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from conftest import train_cli
+
+# (arguments, words the one line must contain)
+CASES = [
+    # mistyped keys, groups and options
+    (["optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    (["modle=mlp"], "unknown config key 'modle' (did you mean"),
+    (["model=foo"], "unknown option model=foo; choose one of:"),
+    (["optim=adamm"], "unknown option optim=adamm (did you mean 'adam'?)"),
+    (["+trainer.epochs=3"], "unknown config key 'trainer.epochs'"),
+    (["optim.lr=0.1=2"], "cannot parse the override"),
+    # wrong types
+    (["optim.lr=abc"], "optim.lr='abc' has the wrong type: expected a number"),
+    (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' has the wrong type"),
+    (["model.batch_norm=maybe"], "model.batch_norm='maybe' has the wrong type"),
+    (["model.hidden_sizes=abc"], "model.hidden_sizes='abc' has the wrong type"),
+    # out of range
+    (["optim.lr=-1"], "optim.lr=-1.0 is out of range: it must be > 0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is out of range: it must be >= 1"),
+    (["model.dropout=1.5"], "model.dropout=1.5 is out of range: it must be < 1"),
+    (["data.batch_size=0"], "data.batch_size=0 must be a positive integer or 'full'"),
+    (["data.batch_size=-5"], "data.batch_size=-5 must be a positive integer or 'full'"),
+    (["data.val_fraction=0"], "data.val_fraction=0.0 is out of range: it must be > 0"),
+    (["data.test_fraction=1.2"], "data.test_fraction=1.2 is out of range: it must be < 1"),
+    (["model.hidden_sizes=[0]"], "must be a list of positive integers"),
+    (["model.activation=swish"], "choose one of: relu, gelu, tanh, sigmoid, leaky_relu"),
+    (["seed=-1"], "seed=-1 must be an integer in [0, 2**32)"),
+    (["loss.label_smoothing=2"], "loss.label_smoothing=2.0 is out of range: it must be <= 1"),
+    (["optim.betas=[0.9]"], "optim.betas=[0.9] must be two numbers in [0, 1)"),
+    (["sched=step", "sched.step_size=0"], "sched.step_size=0 is out of range"),
+    (["trainer.gradient_clip_val=0"], "trainer.gradient_clip_val=0.0 is out of range"),
+    (["callbacks.early_stopping.patience=-1"], "patience=-1 is out of range: it must be >= 0"),
+    (["cv.folds=1"], "cv.folds=1 is out of range: it must be >= 2"),
+    (["lr_find.min_lr=1", "lr_find.max_lr=0.1"], "lr_find.min_lr=1 must be below lr_find.max_lr"),
+    (["mode=predict"], "mode='predict' is not allowed; choose one of: train, lr_find"),
+    (["trainer.device=tpu"], "trainer.device='tpu' must be one of: auto, cpu, cuda"),
+    (["objective=val/accuracy"], "objective='val/accuracy' is not a logged metric"),
+    # combinations that do not fit the data
+    (["data=diabetes"], "is for classification but the data is a regression task; use loss=mse"),
+    (["loss=bce"], "loss=bce needs two classes"),
+    (["data=diabetes", "loss=mse", "objective=val/acc"], "is not logged for a regression task"),
+    (["cv.folds=2000"], "use fewer folds, e.g. cv.folds=5"),
+    (["trainer.device=cuda:3"], "trainer.device=cuda:3 but"),
+]
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished run that every bad command must leave exactly as it was."""
+    cwd = tmp_path_factory.mktemp("bad-inputs")
+    result = train_cli("trainer.max_epochs=1", "trainer.limit_train_batches=2", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd
+
+
+@pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
+    before = fingerprint(earlier_run / "outputs")
+    short = (
+        [] if any(a.startswith("trainer.max_epochs") for a in args) else ["trainer.max_epochs=1"]
+    )
+    result = train_cli(*args, *short, cwd=earlier_run)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert fingerprint(earlier_run / "outputs") == before  # nothing new, nothing changed
+
+
+def test_unwritable_output_folder(tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = train_cli("trainer.max_epochs=1", f"paths.root_dir={blocker}/out", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "Not a directory" in line and "paths.root_dir" in line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_table_is_big_enough() -> None:
+    assert len(CASES) + 1 >= 30
