@@ -25,10 +25,18 @@ def one_line(ex: BaseException) -> str:
         MissingConfigException,
         OverrideParseException,
     )
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+    )
 
     if isinstance(ex, TrainlabError):
         return str(ex)
+    # Hydra's instantiate wraps what a dataset loader or model raises; show the cause.
+    if isinstance(ex.__cause__, TrainlabError):
+        return str(ex.__cause__)
     if isinstance(ex, MissingConfigException) and ex.options is not None:
         group, _, option = (ex.missing_cfg_file or "").rpartition("/")
         options = sorted(ex.options)
@@ -63,6 +71,8 @@ def one_line(ex: BaseException) -> str:
             f"cannot parse the override: {_first_line(str(ex))} "
             "(write key=value, e.g. optim.lr=0.01)"
         )
+    if isinstance(ex, MissingMandatoryValue) and getattr(ex, "full_key", None):
+        return f"{ex.full_key} is required (its value is ???): set it, e.g. {ex.full_key}=..."
     if isinstance(ex, OmegaConfBaseException):
         key = getattr(ex, "full_key", None)
         where = f"{key}: " if key else ""
