@@ -112,6 +112,9 @@ def run(cfg: DictConfig) -> float:
     started = time.perf_counter()
     exp = build(cfg)
     trainer, info = exp.trainer, exp.data.info
+    # What turns raw inputs into the model's (e.g. a fitted tokenizer), for later predictions.
+    if hasattr(exp.data.preprocessor, "save"):
+        exp.data.preprocessor.save(exp.output_dir)
     log.info(
         f"training {type(trainer.model).__name__} "
         f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "
