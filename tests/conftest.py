@@ -47,6 +47,16 @@ def run_experiment(tmp_path: Path) -> Callable[..., tuple[float, Path]]:
     return _run
 
 
+@pytest.fixture(scope="session")
+def text_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CSV of generated reviews (columns text, label) for `data=text`."""
+    from trainlab.data.text_datasets import demo_reviews
+
+    path = tmp_path_factory.mktemp("text") / "reviews.csv"
+    demo_reviews(seed=0, n_samples=600).to_csv(path, index=False)
+    return path
+
+
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
 
@@ -56,6 +66,8 @@ def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TRAINLAB_VERBOSE")}
     if not any(a.startswith("paths.root_dir=") for a in args):
         args = (*args, f"paths.root_dir={cwd / 'outputs'}")
+    # Import this checkout's trainlab, whatever an editable install or PYTHONPATH points at.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,

@@ -136,6 +136,42 @@ class SyntheticSchema(SplitSchema):
             )
 
 
+# --- text data (data=text, data=text_demo) ------------------------------------------------
+TOKENIZERS = ("word", "char", "bpe", "wordpiece")
+
+
+@dataclass
+class TextTokensSchema:
+    """Tokenization, splits and batching shared by the text datasets (no feature scaling)."""
+
+    tokenizer: str = spec("word", choices=TOKENIZERS)
+    vocab_size: int = spec(10000, ge=3)  # [PAD]=0 and [UNK]=1 included
+    min_freq: int = spec(1, ge=1)
+    max_length: int = spec(128, ge=1)
+    lowercase: bool = spec(True)
+    val_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    batch_size: Any = spec(64, check=_batch_size)
+    eval_batch_size: int = spec(1024, ge=1)
+    shuffle: bool = spec(True)
+    drop_last: bool = spec(False)
+
+    cross_check = SplitSchema.cross_check
+
+
+@dataclass
+class TextSchema(TextTokensSchema):
+    path: str = spec("???")  # required: the CSV file
+    text_column: str = spec("text")
+    label_column: str = spec("label")
+
+
+@dataclass
+class TextDemoSchema(TextTokensSchema):
+    n_samples: int = spec(3000, ge=100)
+    label_noise: float = spec(0.05, ge=0.0, le=0.5)
+
+
 # --- model --------------------------------------------------------------------------------
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
 
@@ -339,6 +375,8 @@ SCHEMAS: dict[str, type] = {
     "trainlab.data.load_synthetic": SyntheticSchema,
     "trainlab.data.load_breast_cancer": TableSchema,
     "trainlab.data.load_diabetes": RegressionSplitSchema,
+    "trainlab.data.load_text": TextSchema,
+    "trainlab.data.load_text_demo": TextDemoSchema,
     "trainlab.models.MLP": MLPSchema,
     "torch.nn.CrossEntropyLoss": CrossEntropySchema,
     "trainlab.losses.BCEWithLogitsLoss": BCESchema,

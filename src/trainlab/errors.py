@@ -26,7 +26,12 @@ def one_line(ex: BaseException) -> str:
         MissingConfigException,
         OverrideParseException,
     )
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+    )
 
     # Hydra's instantiate wraps what a target raised; the user needs the original.
     while isinstance(ex, InstantiationException) and ex.__cause__ is not None:
@@ -80,6 +85,8 @@ def one_line(ex: BaseException) -> str:
             f"cannot parse the override: {_first_line(str(ex))} "
             "(write key=value, e.g. optim.lr=0.01)"
         )
+    if isinstance(ex, MissingMandatoryValue) and getattr(ex, "full_key", None):
+        return f"{ex.full_key} is required (its value is ???): set it, e.g. {ex.full_key}=..."
     if isinstance(ex, OmegaConfBaseException):
         key = getattr(ex, "full_key", None)
         where = f"{key}: " if key else ""

@@ -10,6 +10,7 @@ from trainlab.data.datasets import (
     load_digits,
     load_synthetic,
 )
+from trainlab.data.text_datasets import load_text, load_text_demo
 
 __all__ = [
     "DataBundle",
@@ -21,4 +22,6 @@ __all__ = [
     "load_diabetes",
     "load_digits",
     "load_synthetic",
+    "load_text",
+    "load_text_demo",
 ]
