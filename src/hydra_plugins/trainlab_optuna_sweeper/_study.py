@@ -308,6 +308,7 @@ def tell(
     if job.hydra_cfg is not None:
         trial.set_user_attr(RUN_DIR, str(job.hydra_cfg.hydra.runtime.output_dir))
     if job.status != JobStatus.COMPLETED:
+        # The job's exception (reading job.return_value would raise it, after a stderr line).
         fail(study, trial, job._return_value)
         return
     value = float(job.return_value)
