@@ -13,12 +13,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.config import validate, validate_metrics
 from trainlab.errors import ConfigError, TrainlabError
+from trainlab.optuna_study import TRIAL_KEY
+
+if TYPE_CHECKING:
+    from trainlab.callbacks import OptunaPruning
 
 log = logging.getLogger("trainlab")
 
@@ -84,6 +88,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         for node in (cfg.callbacks or {}).values()
         if node is not None
     ]
+    if cfg.get(TRIAL_KEY) is not None:  # a trial of an Optuna search: report, maybe prune
+        callbacks.append(optuna_pruning(cfg))
     logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
     trainer = Trainer(
         model,
@@ -243,6 +249,20 @@ def find(cfg: DictConfig) -> float:
 
 def split(values: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: v for k, v in values.items() if k.startswith(f"{prefix}/")}
+
+
+def optuna_pruning(cfg: DictConfig) -> OptunaPruning:
+    """The callback reporting to the Optuna trial the sweeper started this job for."""
+    from trainlab.callbacks import OptunaPruning
+
+    trial = cfg[TRIAL_KEY]
+    return OptunaPruning(
+        storage=trial.storage,
+        study_name=trial.study_name,
+        number=trial.number,
+        monitor=cfg.objective,
+        pruner=OmegaConf.to_container(trial.pruner) if trial.get("pruner") else None,
+    )
 
 
 def wanted_by(target: str, **available: Any) -> dict[str, Any]:

@@ -57,6 +57,10 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Wrap a Hydra task so an error inside the job also ends as one line, exit status 2.
 
     (Raised out of the job, Hydra would first print its own 'Error executing job' line.)
+    In a multirun the job prints the line and re-raises instead: the launcher records the
+    job as failed and the sweeper decides. Our Optuna sweeper records a FAIL and goes on;
+    Hydra's basic (grid) sweeper still ends with the first failed job's error, after the
+    jobs of its batch have run.
     """
 
     @functools.wraps(task)
@@ -67,9 +71,21 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             _remove_if_empty(cfg)
             if _verbose():
                 raise
+            if _in_multirun():
+                from trainlab.errors import one_line
+
+                print(f"error: {one_line(ex)}", file=sys.stderr)
+                raise
             _fail(ex)
 
     return wrapper
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _remove_if_empty(cfg: Any) -> None:

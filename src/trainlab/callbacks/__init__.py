@@ -6,6 +6,7 @@ from trainlab.callbacks.early_stopping import EarlyStopping
 from trainlab.callbacks.figures import TensorBoardFigures
 from trainlab.callbacks.lr_monitor import LearningRateMonitor
 from trainlab.callbacks.monitor import Monitor
+from trainlab.callbacks.optuna_pruning import OptunaPruning
 from trainlab.callbacks.progress import ProgressDisplay
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "LearningRateMonitor",
     "ModelCheckpoint",
     "Monitor",
+    "OptunaPruning",
     "ProgressDisplay",
     "TensorBoardFigures",
 ]

@@ -1,0 +1,418 @@
+"""The search: ask Optuna for trials, run each as a Hydra job, tell Optuna how it went.
+
+    open (or resume) the study in storage; trials an interrupted sweep left RUNNING
+        become FAIL (interrupted) and are queued again with the same parameters
+    until n_trials trials are complete, pruned or failed:
+        ask for up to n_jobs trials (Optuna suggests every parameter)
+        launch them as jobs numbered by trial, each with +optuna_trial={...} so it can
+            report its objective each epoch and stop when pruned (OptunaPruning)
+        tell each result: COMPLETE with the job's objective, PRUNED, or FAIL with a reason
+    write optuna_results.yaml and print the best trial
+
+One sweep at a time per study: a lock in the sweep folder stops a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hydra_plugins.trainlab_optuna_sweeper._search_space import (
+    quote,
+    split_overrides,
+    to_config_value,
+    to_override,
+)
+from trainlab.errors import ConfigError, did_you_mean, one_line
+from trainlab.optuna_study import (
+    FAIL_REASON,
+    INTERRUPTED,
+    OVERRIDES,
+    PRUNED_AT,
+    RETRY_OF,
+    RUN_DIR,
+    TRIAL_KEY,
+    open_storage,
+    trial_id,
+)
+
+if TYPE_CHECKING:
+    from hydra_plugins.trainlab_optuna_sweeper.sweeper import TrainlabOptunaSweeper
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+PRUNERS = {
+    "median": "optuna.pruners.MedianPruner",
+    "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
+    "none": "optuna.pruners.NopPruner",
+}
+RESULTS_FILE = "optuna_results.yaml"
+
+
+def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str, Any]:
+    config = sweeper.config
+    assert config is not None and sweeper.hydra_context is not None
+    check_options(sweeper)
+    parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
+    params = [f"{key}={value}" for key, value in sweeper.params.items()]
+    space, fixed = split_overrides([*params, *arguments], parser)
+    if not space:
+        raise ConfigError(
+            "nothing to search: set hydra.sweeper.params (see configs/hparams_search/) or "
+            "give a sweep on the command line, e.g. optim.lr='tag(log,interval(1e-4,1e-1))'"
+        )
+    check_keys(space, config)
+    pruner = pruner_node(sweeper)
+    direction = resolve_direction(sweeper.direction, config.objective)
+
+    sweep_dir = Path(config.hydra.sweep.dir).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+
+    with exclusive(sweep_dir / "optuna.lock", sweeper.study_name):
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+        storage = open_storage(url)
+        study = open_study(sweeper, storage, url, direction)
+        log.info(
+            f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
+            f"in {url}: {count_done(study)} of {sweeper.n_trials} trials done; "
+            f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
+        )
+        block = {"storage": url, "study_name": sweeper.study_name, "pruner": pruner}
+        while (remaining := sweeper.n_trials - count_done(study)) > 0:
+            trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, remaining))]
+            run_batch(sweeper, study, storage, trials, space, list(fixed.values()), block)
+        results = summarize(study, config, url, parser)
+    write_yaml_atomic(results, sweep_dir / RESULTS_FILE)
+    log_results(results, sweep_dir / RESULTS_FILE)
+    return results
+
+
+def open_study(
+    sweeper: TrainlabOptunaSweeper,
+    storage: optuna.storages.BaseStorage,
+    url: str,
+    direction: str,
+) -> optuna.Study:
+    """Create the study, or load it and requeue what an interrupted sweep left running."""
+    study = optuna.create_study(
+        study_name=sweeper.study_name, storage=storage, direction=direction, load_if_exists=True
+    )
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"study '{sweeper.study_name}' in {url} was created to "
+            f"{study.direction.name.lower()}; set hydra.sweeper.direction to match, or "
+            "start another study with hydra.sweeper.study_name=..."
+        )
+    retry_interrupted(study, storage)
+    # Seeded past the trials so far: a resumed search does not repeat its first draws.
+    seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
+    return optuna.load_study(
+        study_name=sweeper.study_name, storage=storage, sampler=make_sampler(sweeper, seed)
+    )
+
+
+# ------------------------------------------------------------------------------- options
+def check_options(sweeper: TrainlabOptunaSweeper) -> None:
+    if sweeper.sampler not in SAMPLERS:
+        raise ConfigError(
+            f"hydra.sweeper.sampler={sweeper.sampler!r} is not allowed"
+            f"{did_you_mean(sweeper.sampler, list(SAMPLERS))}; choose one of: tpe, random"
+        )
+    if sweeper.pruner not in PRUNERS:
+        raise ConfigError(
+            f"hydra.sweeper.pruner={sweeper.pruner!r} is not allowed"
+            f"{did_you_mean(sweeper.pruner, list(PRUNERS))}; "
+            "choose one of: median, successive_halving, none"
+        )
+    for name in ("n_trials", "n_jobs"):
+        value = getattr(sweeper, name)
+        if not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"hydra.sweeper.{name}={value!r} must be an integer >= 1")
+    make_sampler(sweeper, sweeper.seed)  # checks the sampler's arguments
+
+
+def check_keys(space: dict[str, BaseDistribution], config: DictConfig) -> None:
+    """Every searched key names a config key or group (a misspelling fails every trial)."""
+    choices = config.hydra.runtime.choices
+    missing = object()
+    for key in space:
+        if key[0] in "+~" or "@" in key or key in choices:
+            continue
+        if OmegaConf.select(config, key, default=missing) is missing:
+            raise ConfigError(
+                f"cannot search '{key}': it is neither a config key nor a config group"
+                f"{did_you_mean(key, [*choices, *_leaf_keys(config)])} "
+                f"(use +{key}=... to add a key a custom _target_ accepts)"
+            )
+
+
+def _leaf_keys(config: DictConfig, prefix: str = "") -> Iterator[str]:
+    for key, value in config.items_ex(resolve=False):
+        if key == "hydra" and not prefix:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            yield from _leaf_keys(value, f"{name}.")
+        else:
+            yield name
+
+
+def make_sampler(sweeper: TrainlabOptunaSweeper, seed: int | None) -> optuna.samplers.BaseSampler:
+    try:
+        return SAMPLERS[sweeper.sampler](seed=seed, **sweeper.options[sweeper.sampler])
+    except TypeError as ex:
+        raise ConfigError(f"hydra.sweeper.{sweeper.sampler}: {ex}") from None
+
+
+def pruner_node(sweeper: TrainlabOptunaSweeper) -> dict[str, Any]:
+    """The pruner as an instantiable node for the jobs, built once here to check it."""
+    node = {"_target_": PRUNERS[sweeper.pruner], **sweeper.options[sweeper.pruner]}
+    try:
+        instantiate(node)
+    except Exception as ex:
+        cause = ex.__cause__ or ex
+        raise ConfigError(f"hydra.sweeper.{sweeper.pruner}: {cause}") from None
+    return node
+
+
+def resolve_direction(direction: str, objective: str) -> str:
+    if direction in ("minimize", "maximize"):
+        return direction
+    if direction != "auto":
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction!r} is not allowed; "
+            "choose one of: auto, minimize, maximize"
+        )
+    from trainlab.callbacks.monitor import resolve_mode
+    from trainlab.metrics import DEFAULT_OBJECTIVE
+
+    # objective=auto is each task's default (val/acc, val/r2): all maximized.
+    names = sorted(set(DEFAULT_OBJECTIVE.values())) if objective == "auto" else [objective]
+    modes = {resolve_mode(name, "auto") for name in names}
+    if len(modes) > 1:
+        raise ConfigError(
+            f"hydra.sweeper.direction=auto cannot tell whether to minimize or maximize "
+            f"objective={objective}; set hydra.sweeper.direction"
+        )
+    return "maximize" if modes == {"max"} else "minimize"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, study_name: str) -> Iterator[None]:
+    """Hold a lock for the sweep: trials RUNNING in storage are then surely stale."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, run one sweep per study at a time
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another sweep is running study '{study_name}' ({lock_path} is locked); "
+                "wait for it to end, or start another study with hydra.sweeper.study_name=..."
+            ) from None
+        yield
+
+
+# -------------------------------------------------------------------------------- trials
+def count_done(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: all finished ones except interrupted ones."""
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED))
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def retry_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Trials left RUNNING by a sweep that was killed: FAIL them, queue their parameters."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        key = trial_id(storage, study.study_name, trial.number)
+        storage.set_trial_user_attr(key, INTERRUPTED, True)
+        storage.set_trial_user_attr(
+            key, FAIL_REASON, "interrupted: the sweep stopped while this trial ran"
+        )
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+        log.info(f"trial {trial.number} was interrupted by the last sweep; running it again")
+
+
+def run_batch(
+    sweeper: TrainlabOptunaSweeper,
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trials: list[Trial],
+    space: dict[str, BaseDistribution],
+    fixed: list[str],
+    block: dict[str, Any],
+) -> None:
+    """Launch `trials` as jobs numbered by trial; tell the study how each one went."""
+    jobs: dict[int, list[str]] = {}
+    for trial in trials:
+        overrides = [*fixed, *(to_override(k, trial.params[k], d) for k, d in space.items())]
+        trial.set_user_attr(OVERRIDES, overrides)
+        job = [*overrides, f"+{TRIAL_KEY}={quote({**block, 'number': trial.number})}"]
+        try:  # a combination that does not compose fails alone, before any launch
+            sweeper.validate_batch_is_legal([job])
+        except Exception as ex:
+            fail(study, trial, ex)
+            continue
+        jobs[trial.number] = job
+    launched = [t for t in trials if t.number in jobs]
+    for group in consecutive(launched):
+        # Job numbers (and so folders: hydra.sweep.subdir) are the trial numbers.
+        returns = sweeper.launcher.launch(
+            [jobs[t.number] for t in group], initial_job_idx=group[0].number
+        )
+        for trial, job_return in zip(group, returns, strict=True):
+            tell(study, storage, trial, job_return)
+
+
+def consecutive(trials: list[Trial]) -> Iterator[list[Trial]]:
+    """Runs of trials with consecutive numbers (a launcher numbers its jobs in a row)."""
+    group: list[Trial] = []
+    for trial in trials:
+        if group and trial.number != group[-1].number + 1:
+            yield group
+            group = []
+        group.append(trial)
+    if group:
+        yield group
+
+
+def tell(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    trial: Trial,
+    job: JobReturn,
+) -> None:
+    if job.hydra_cfg is not None:
+        trial.set_user_attr(RUN_DIR, str(job.hydra_cfg.hydra.runtime.output_dir))
+    if job.status != JobStatus.COMPLETED:
+        # The job's exception (reading job.return_value would raise it, after a stderr line).
+        fail(study, trial, job._return_value)
+        return
+    value = float(job.return_value)
+    # The job marks its trial in storage when the pruner stopped it.
+    latest = storage.get_trial(trial_id(storage, study.study_name, trial.number))
+    if latest.user_attrs.get(PRUNED_AT) is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info(f"trial {trial.number} pruned after epoch {latest.user_attrs[PRUNED_AT] + 1}")
+    elif not math.isfinite(value):
+        fail(study, trial, ValueError(f"the objective is {value}"))
+    else:
+        study.tell(trial, value)
+        log.info(f"trial {trial.number} complete: {value:.4f}  {_params_text(trial)}")
+
+
+def fail(study: optuna.Study, trial: Trial, error: BaseException) -> None:
+    reason = one_line(error)
+    trial.set_user_attr(FAIL_REASON, reason)
+    study.tell(trial, state=TrialState.FAIL)
+    log.warning(f"trial {trial.number} failed: {reason}  ({_params_text(trial)})")
+
+
+def _params_text(trial: Trial | FrozenTrial) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------- results
+def summarize(
+    study: optuna.Study, config: DictConfig, url: str, parser: OverridesParser
+) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+
+    def count(state: TrialState, interrupted: bool = False) -> int:
+        return sum(
+            t.state == state and bool(t.user_attrs.get(INTERRUPTED)) == interrupted for t in trials
+        )
+
+    results: dict[str, Any] = {
+        "study_name": study.study_name,
+        "storage": url,
+        "direction": study.direction.name.lower(),
+        "objective": config.objective,
+        "trials": {
+            "complete": count(TrialState.COMPLETE),
+            "pruned": count(TrialState.PRUNED),
+            "failed": count(TrialState.FAIL),
+            "interrupted": count(TrialState.FAIL, interrupted=True),
+        },
+        "best": None,
+    }
+    if results["trials"]["complete"]:
+        best = study.best_trial
+        run_dir = best.user_attrs.get(RUN_DIR)
+        results["objective"] = _objective_name(run_dir) or config.objective
+        results["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": {
+                key: to_config_value(value, best.distributions[key], parser)
+                for key, value in best.params.items()
+            },
+            "overrides": best.user_attrs.get(OVERRIDES, []),
+            "run_dir": run_dir,
+        }
+    return results
+
+
+def _objective_name(run_dir: str | None) -> str | None:
+    """The objective a job resolved (objective=auto: val/acc or val/r2), from metrics.json."""
+    path = Path(run_dir or "") / "metrics.json"
+    try:
+        return json.loads(path.read_text())["objective"]["name"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_yaml_atomic(payload: dict[str, Any], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(OmegaConf.to_yaml(OmegaConf.create(payload)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def log_results(results: dict[str, Any], path: Path) -> None:
+    counts = results["trials"]
+    log.info(
+        f"study '{results['study_name']}': {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['failed']} failed, {counts['interrupted']} "
+        f"interrupted (and run again); results in {path}"
+    )
+    best = results["best"]
+    if best is None:
+        log.warning("no trial completed, so there is no best trial")
+        return
+    log.info(
+        f"best trial {best['number']}: {results['objective']} = {best['value']:.4f}  "
+        + " ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
+    )
+    log.info(f"run it again: python train.py {' '.join(best['overrides'])}")

@@ -1,0 +1,71 @@
+"""The Sweeper Hydra instantiates for `hydra/sweeper=trainlab_optuna`.
+
+It keeps its options and the launcher; the search itself (`_study.py`) imports Optuna
+only when a sweep starts, so `python train.py --help` stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class TrainlabOptunaSweeper(Sweeper):
+    """Random or TPE search with Optuna: one trial per job, pruning, resume from storage."""
+
+    def __init__(
+        self,
+        sampler: str,
+        seed: int | None,
+        n_trials: int,
+        n_jobs: int,
+        direction: str,
+        study_name: str,
+        storage: str | None,
+        pruner: str,
+        tpe: dict[str, Any],
+        random: dict[str, Any],
+        median: dict[str, Any],
+        successive_halving: dict[str, Any],
+        params: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.seed = seed
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.direction = direction
+        self.study_name = study_name
+        self.storage = storage
+        self.pruner = pruner
+        # Arguments of each sampler and pruner class, by their option name.
+        self.options = {
+            "tpe": dict(tpe),
+            "random": dict(random),
+            "median": dict(median),
+            "successive_halving": dict(successive_halving),
+            "none": {},
+        }
+        self.params = dict(params or {})
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> dict[str, Any]:
+        """Run the study to `n_trials` trials; return what optuna_results.yaml holds."""
+        from hydra_plugins.trainlab_optuna_sweeper._study import run_study
+
+        return run_study(self, arguments)
