@@ -12,6 +12,7 @@ from trainlab.metrics import TASK_METRICS
 
 # Groups whose options are chosen on the command line (paths and hydra are plumbing).
 GROUPS = [
+    "regularization",
     "data",
     "model",
     "loss",
@@ -65,5 +66,6 @@ def test_every_config_runs_one_epoch(run_experiment, request, group: str, option
 
 def test_readme_lists_every_option() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [f"{g}={o}" for g, o in options() if f"{g}={o}" not in readme]
+    searches = [("hparams_search", p.stem) for p in (CONFIG_DIR / "hparams_search").glob("*.yaml")]
+    missing = [f"{g}={o}" for g, o in [*options(), *searches] if f"{g}={o}" not in readme]
     assert not missing, f"README.md does not mention: {missing}"
