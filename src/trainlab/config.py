@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -328,36 +328,73 @@ SCHEMAS: dict[str, type] = {
     "trainlab.loggers.TensorBoardLogger": TensorBoardSchema,
 }
 
+
 # Groups whose node is one component built from `_target_` (null target: switched off).
 COMPONENT_GROUPS = ("data", "model", "loss", "optim", "sched", "logger")
 REQUIRED_GROUPS = ("data", "model", "loss", "optim")
 
 
 def check_node(node: Any, key: str, schema: type) -> Any:
-    """Check one config node against `schema`; return the typed dataclass instance."""
+    """Check one config node against `schema`; return the typed dataclass instance.
+
+    A field whose type is itself a schema (dataclass) is a nested block of keys, e.g.
+    `data.augment.shift`, checked the same way.
+    """
     plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
+    for name, block in _blocks(schema).items():
+        if name in plain and not isinstance(plain[name], (dict, DictConfig)):
+            known = ", ".join(f.name for f in fields(block))
+            raise ConfigError(
+                f"{key}.{name}={plain[name]!r} must be a block of keys: {known} "
+                f"(set one as {key}.{name}.<key>=...)"
+            )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
     except ConfigKeyError as ex:
-        bad = str(ex.key)
-        known = [f.name for f in fields(schema)]
+        *parents, bad = str(ex.full_key or ex.key).split(".")
+        where = ".".join([key, *parents])
+        known = [f.name for f in fields(_nested_schema(schema, parents))]
         raise ConfigError(
-            f"unknown config key '{key}.{bad}'{did_you_mean(bad, known)}; "
-            f"'{key}' takes: {', '.join(known) or 'no keys'}"
+            f"unknown config key '{where}.{bad}'{did_you_mean(bad, known)}; "
+            f"'{where}' takes: {', '.join(known) or 'no keys'}"
         ) from None
     except ValidationError as ex:
         name = str(ex.full_key or ex.key)
-        value = plain.get(name.split(".")[0], ex.key)
-        ftype = {f.name: f.type for f in fields(schema)}.get(name.split(".")[0], "?")
+        *parents, last = name.split(".")
+        value = plain
+        for part in name.split("."):
+            value = value.get(part, ex.key) if hasattr(value, "get") else ex.key
+        ftype = {f.name: f.type for f in fields(_nested_schema(schema, parents))}.get(last, "?")
         raise ConfigError(
             f"{key}.{name}={value!r} has the wrong type: expected {_type_name(ftype)}"
         ) from None
     instance = OmegaConf.to_object(merged)
-    for f in fields(schema):
-        _check_range(f"{key}.{f.name}", getattr(instance, f.name), f.metadata, f.default)
+    _check_fields(instance, key)
+    return instance
+
+
+def _blocks(schema: type) -> dict[str, type]:
+    """The fields of `schema` that are nested schemas, by name."""
+    hints = get_type_hints(schema)
+    return {f.name: hints[f.name] for f in fields(schema) if is_dataclass(hints[f.name])}
+
+
+def _nested_schema(schema: type, path: list[str]) -> type:
+    for part in path:
+        schema = _blocks(schema)[part]
+    return schema
+
+
+def _check_fields(instance: Any, key: str) -> None:
+    """Ranges of every field (nested blocks included), then the schema's own cross-check."""
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        if is_dataclass(value):
+            _check_fields(value, f"{key}.{f.name}")
+        else:
+            _check_range(f"{key}.{f.name}", value, f.metadata, f.default)
     if hasattr(instance, "cross_check"):
         instance.cross_check(key)
-    return instance
 
 
 def _type_name(annotation: Any) -> str:
