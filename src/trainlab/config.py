@@ -331,6 +331,25 @@ SCHEMAS: dict[str, type] = {
 
 # --- CNN, Transformer, RNN and image augmentation -------------------------------------------
 @dataclass
+class ImageAugmentSchema:
+    shift: int = spec(0, ge=0)  # pixels, along each axis
+    noise: float = spec(0.0, ge=0.0)  # standard deviation
+
+
+@dataclass
+class DigitsSchema(SplitSchema):
+    augment: ImageAugmentSchema = field(default_factory=ImageAugmentSchema)
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if self.augment.shift >= 8:
+            raise ConfigError(
+                f"{key}.augment.shift={self.augment.shift} would move 8x8 digits off the "
+                f"image; keep it small, e.g. {key}.augment.shift=1"
+            )
+
+
+@dataclass
 class CNNSchema:
     channels: list[int] = spec([32, 64], check=_positive_ints)
     kernel_size: int = spec(3, ge=1)
@@ -375,6 +394,7 @@ class RNNSchema:
 
 SCHEMAS.update(
     {
+        "trainlab.data.load_digits": DigitsSchema,  # digits gain the `augment` block
         "trainlab.models.CNN": CNNSchema,
         "trainlab.models.Transformer": TransformerSchema,
         "trainlab.models.RNN": RNNSchema,
