@@ -54,10 +54,12 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `train.py` as a user would, writing outputs under `cwd`."""
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TRAINLAB_VERBOSE")}
+    if not any(a.startswith("paths.root_dir=") for a in args):
+        args = (*args, f"paths.root_dir={cwd / 'outputs'}")
     # Import this checkout's trainlab, whatever an editable install or PYTHONPATH points at.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, f"paths.root_dir={cwd / 'outputs'}"],
+        [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
