@@ -73,7 +73,11 @@ def test_every_shipped_option_validates() -> None:
             "error: optim.lr=-1.0 is out of range: it must be > 0, e.g. optim.lr=0.001",
         ),
         (["optim.lrr=0.1"], "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
-        (["model=foo"], "error: unknown option model=foo; choose one of: mlp (e.g. model=mlp)"),
+        (
+            ["model=foo"],
+            "error: unknown option model=foo; choose one of: cnn, mlp, rnn, transformer "
+            "(e.g. model=cnn)",
+        ),
         (["modle=mlp"], "error: unknown config key 'modle' (did you mean"),
         (["optim.lr=0.1=2"], "error: cannot parse the override"),
         (

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -400,36 +400,146 @@ SCHEMAS: dict[str, type] = {
     "trainlab.loggers.TensorBoardLogger": TensorBoardSchema,
 }
 
+
+# --- CNN, Transformer, RNN and image augmentation -------------------------------------------
+@dataclass
+class ImageAugmentSchema:
+    shift: int = spec(0, ge=0)  # pixels, along each axis
+    noise: float = spec(0.0, ge=0.0)  # standard deviation
+
+
+@dataclass
+class DigitsSchema(SplitSchema):
+    augment: ImageAugmentSchema = field(default_factory=ImageAugmentSchema)
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if self.augment.shift >= 8:
+            raise ConfigError(
+                f"{key}.augment.shift={self.augment.shift} would move 8x8 digits off the "
+                f"image; keep it small, e.g. {key}.augment.shift=1"
+            )
+
+
+@dataclass
+class CNNSchema:
+    channels: list[int] = spec([32, 64], check=_positive_ints)
+    kernel_size: int = spec(3, ge=1)
+    pooling: str = spec("max", choices=("max", "avg", "none"))
+    batch_norm: bool = spec(True)
+    dropout: float = spec(0.0, ge=0.0, lt=1.0)
+    activation: str = spec("relu", choices=ACTIVATIONS)
+    head: str = spec("avg", choices=("avg", "flatten"))
+
+
+@dataclass
+class TransformerSchema:
+    d_model: int = spec(64, ge=1)
+    nhead: int = spec(4, ge=1)
+    num_layers: int = spec(2, ge=1)
+    dim_feedforward: int = spec(128, ge=1)
+    dropout: float = spec(0.1, ge=0.0, lt=1.0)
+    activation: str = spec("gelu", choices=("relu", "gelu"))
+    positional: str = spec("learned", choices=("learned", "sinusoidal"))
+    pooling: str = spec("mean", choices=("mean", "cls"))
+    image_tokens: str = spec("rows", choices=("rows", "patches"))
+    patch_size: int = spec(2, ge=1)
+
+    def cross_check(self, key: str) -> None:
+        if self.d_model % self.nhead:
+            divisors = [n for n in range(1, min(self.d_model, 16) + 1) if self.d_model % n == 0]
+            raise ConfigError(
+                f"{key}.d_model={self.d_model} is not divisible by {key}.nhead={self.nhead}; "
+                f"pick nhead from {divisors} or change d_model"
+            )
+
+
+@dataclass
+class RNNSchema:
+    cell: str = spec("lstm", choices=("lstm", "gru"))
+    embedding_dim: int = spec(64, ge=1)  # token data only
+    hidden_size: int = spec(128, ge=1)
+    num_layers: int = spec(1, ge=1)
+    bidirectional: bool = spec(False)
+    dropout: float = spec(0.0, ge=0.0, lt=1.0)
+
+
+SCHEMAS.update(
+    {
+        "trainlab.data.load_digits": DigitsSchema,  # digits gain the `augment` block
+        "trainlab.models.CNN": CNNSchema,
+        "trainlab.models.Transformer": TransformerSchema,
+        "trainlab.models.RNN": RNNSchema,
+    }
+)
+# --- end of CNN, Transformer, RNN and image augmentation ------------------------------------
+
 # Groups whose node is one component built from `_target_` (null target: switched off).
 COMPONENT_GROUPS = ("data", "model", "loss", "optim", "sched", "logger")
 REQUIRED_GROUPS = ("data", "model", "loss", "optim")
 
 
 def check_node(node: Any, key: str, schema: type) -> Any:
-    """Check one config node against `schema`; return the typed dataclass instance."""
+    """Check one config node against `schema`; return the typed dataclass instance.
+
+    A field whose type is itself a schema (dataclass) is a nested block of keys, e.g.
+    `data.augment.shift`, checked the same way.
+    """
     plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
+    for name, block in _blocks(schema).items():
+        if name in plain and not isinstance(plain[name], (dict, DictConfig)):
+            known = ", ".join(f.name for f in fields(block))
+            raise ConfigError(
+                f"{key}.{name}={plain[name]!r} must be a block of keys: {known} "
+                f"(set one as {key}.{name}.<key>=...)"
+            )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
     except ConfigKeyError as ex:
-        bad = str(ex.key)
-        known = [f.name for f in fields(schema)]
+        *parents, bad = str(ex.full_key or ex.key).split(".")
+        where = ".".join([key, *parents])
+        known = [f.name for f in fields(_nested_schema(schema, parents))]
         raise ConfigError(
-            f"unknown config key '{key}.{bad}'{did_you_mean(bad, known)}; "
-            f"'{key}' takes: {', '.join(known) or 'no keys'}"
+            f"unknown config key '{where}.{bad}'{did_you_mean(bad, known)}; "
+            f"'{where}' takes: {', '.join(known) or 'no keys'}"
         ) from None
     except ValidationError as ex:
         name = str(ex.full_key or ex.key)
-        value = plain.get(name.split(".")[0], ex.key)
-        ftype = {f.name: f.type for f in fields(schema)}.get(name.split(".")[0], "?")
+        *parents, last = name.split(".")
+        value = plain
+        for part in name.split("."):
+            value = value.get(part, ex.key) if hasattr(value, "get") else ex.key
+        ftype = {f.name: f.type for f in fields(_nested_schema(schema, parents))}.get(last, "?")
         raise ConfigError(
             f"{key}.{name}={value!r} has the wrong type: expected {_type_name(ftype)}"
         ) from None
     instance = OmegaConf.to_object(merged)
-    for f in fields(schema):
-        _check_range(f"{key}.{f.name}", getattr(instance, f.name), f.metadata, f.default)
+    _check_fields(instance, key)
+    return instance
+
+
+def _blocks(schema: type) -> dict[str, type]:
+    """The fields of `schema` that are nested schemas, by name."""
+    hints = get_type_hints(schema)
+    return {f.name: hints[f.name] for f in fields(schema) if is_dataclass(hints[f.name])}
+
+
+def _nested_schema(schema: type, path: list[str]) -> type:
+    for part in path:
+        schema = _blocks(schema)[part]
+    return schema
+
+
+def _check_fields(instance: Any, key: str) -> None:
+    """Ranges of every field (nested blocks included), then the schema's own cross-check."""
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        if is_dataclass(value):
+            _check_fields(value, f"{key}.{f.name}")
+        else:
+            _check_range(f"{key}.{f.name}", value, f.metadata, f.default)
     if hasattr(instance, "cross_check"):
         instance.cross_check(key)
-    return instance
 
 
 def _type_name(annotation: Any) -> str:

@@ -1,6 +1,7 @@
 """Datasets, splits and batching."""
 
-from trainlab.data.batches import TensorBatches, epoch_seed
+from trainlab.data.augment import ImageAugment
+from trainlab.data.batches import TensorBatches, batch_seed, epoch_seed
 from trainlab.data.datasets import (
     DataBundle,
     DataInfo,
@@ -15,8 +16,10 @@ from trainlab.data.text_datasets import load_text, load_text_demo
 __all__ = [
     "DataBundle",
     "DataInfo",
+    "ImageAugment",
     "Split",
     "TensorBatches",
+    "batch_seed",
     "epoch_seed",
     "load_breast_cancer",
     "load_diabetes",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -13,12 +13,26 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for batch `index` of epoch `epoch`, independent of the epoch's batch order.
+
+    A child of the epoch's seed sequence (numpy's `spawn_key`), so it never equals
+    `epoch_seed(seed, epoch)` nor the seed of another batch.
+    """
+    sequence = np.random.SeedSequence([seed, epoch], spawn_key=(index,))
+    return int(sequence.generate_state(1)[0])
+
+
 class TensorBatches:
     """The batches of one split, in an order fixed by (seed, epoch).
 
     Nothing else that draws random numbers (dropout, initialisation) changes the order, so
     a run resumed at (epoch, batch) sees exactly the batches it would have seen. Batches are
     index slices of tensors already on the target device: no per-sample Python work.
+
+    `transform(inputs, generator)`, when given, changes each batch's inputs (augmentation);
+    its generator lives on the inputs' device and is seeded by (seed, epoch, batch index),
+    so a resumed run also sees the same transformed batches.
     """
 
     def __init__(
@@ -31,12 +45,14 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         limit: int | None = None,
+        transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         self.inputs, self.targets = inputs, targets
         self.batch_size = min(batch_size, len(inputs))
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.transform = transform
         full, rest = divmod(len(inputs), self.batch_size)
         count = full if drop_last or rest == 0 else full + 1
         self.num_batches = min(count, limit) if limit is not None else count
@@ -58,10 +74,18 @@ class TensorBatches:
         for index in range(start, self.num_batches):
             if self.shuffle:
                 rows = order[index * size : (index + 1) * size]
-                yield self.inputs.index_select(0, rows), self.targets.index_select(0, rows)
+                inputs, targets = (
+                    self.inputs.index_select(0, rows),
+                    self.targets.index_select(0, rows),
+                )
             else:
                 rows = slice(index * size, (index + 1) * size)
-                yield self.inputs[rows], self.targets[rows]
+                inputs, targets = self.inputs[rows], self.targets[rows]
+            if self.transform is not None:
+                generator = torch.Generator(device=inputs.device)
+                generator.manual_seed(batch_seed(self.seed, epoch, index))
+                inputs = self.transform(inputs, generator)
+            yield inputs, targets
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

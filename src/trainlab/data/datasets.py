@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from sklearn import datasets as sk_datasets
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+from trainlab.data.augment import ImageAugment
 from trainlab.data.batches import TensorBatches
 from trainlab.errors import TrainlabError
 
@@ -56,7 +58,10 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """Train / validation / test splits plus the batching settings from the config."""
+    """Train / validation / test splits plus the batching settings from the config.
+
+    `train_transform` (augmentation) changes training batches only; see `TensorBatches`.
+    """
 
     train: Split
     val: Split
@@ -67,6 +72,7 @@ class DataBundle:
     shuffle: bool = True
     drop_last: bool = False
     preprocessor: Any = None
+    train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> DataBundle:
         """Move every split to `device` once, so batches are sliced where they are used."""
@@ -85,6 +91,7 @@ class DataBundle:
             seed=seed,
             drop_last=self.drop_last,
             limit=limit,
+            transform=self.train_transform,
         )
 
     def eval_batches(self, split: str, limit: int | None = None) -> TensorBatches:
@@ -217,14 +224,16 @@ def split_and_scale(
     )
 
 
-def load_digits(seed: int, **options: Any) -> DataBundle:
+def load_digits(seed: int, augment: dict[str, Any] | None = None, **options: Any) -> DataBundle:
     """scikit-learn's handwritten digits as 1x8x8 images (pixel values 0..16 before scaling).
 
     Models take them as they need: the MLP as 64 features, the CNN as images, sequence
-    models as 8 rows of 8 pixels.
+    models as 8 rows of 8 pixels. `augment` (`shift`, `noise`: see `ImageAugment`) changes
+    the training batches only.
     """
     digits = sk_datasets.load_digits()
     names = [str(name) for name in digits.target_names]
+    augmentation = ImageAugment(**(augment or {}))
     return split_and_scale(
         digits.data,
         digits.target,
@@ -232,6 +241,7 @@ def load_digits(seed: int, **options: Any) -> DataBundle:
         seed=seed,
         class_names=names,
         image_shape=(1, 8, 8),
+        train_transform=augmentation if augmentation.active else None,
         **options,
     )
 

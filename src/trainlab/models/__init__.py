@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import inspect
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from trainlab.data.datasets import DataInfo
 from trainlab.errors import ConfigError
+from trainlab.models.cnn import CNN
 from trainlab.models.mlp import MLP
+from trainlab.models.rnn import RNN
+from trainlab.models.transformer import Transformer
 
 # The shipped models by config name (configs/model/<name>.yaml).
-SHIPPED: dict[str, type[nn.Module]] = {"mlp": MLP}
+SHIPPED: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "transformer": Transformer,
+    "rnn": RNN,
+}
 
 
 def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
@@ -39,7 +48,13 @@ def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
         "padding_idx": info.padding_idx,
     }
     accepted = inspect.signature(model_class).parameters
-    return instantiate(cfg, **{k: v for k, v in known.items() if k in accepted})
+    try:
+        return instantiate(cfg, **{k: v for k, v in known.items() if k in accepted})
+    except InstantiationException as ex:
+        # A model that finds its config does not fit the data says so in words: pass that on.
+        if isinstance(ex.__cause__, ConfigError):
+            raise ex.__cause__ from None
+        raise
 
 
-__all__ = ["MLP", "SHIPPED", "build_model"]
+__all__ = ["CNN", "MLP", "RNN", "SHIPPED", "Transformer", "build_model"]
