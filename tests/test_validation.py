@@ -26,7 +26,10 @@ BAD_VALUES = [
     ("callbacks.early_stopping.monitor=val/lss", "did you mean 'val/loss'?"),
     ("callbacks.early_stopping.mode=maxx", "(did you mean 'max'?); choose one of: auto, min, max"),
     ("callbacks.early_stopping.patience=-1", "patience=-1 is out of range: it must be >= 0"),
-    ("+optim.foo=1", "unknown config key 'optim.foo'; 'optim' takes: decay_bias_and_norm, lr, betas, eps"),
+    (
+        "+optim.foo=1",
+        "unknown config key 'optim.foo'; 'optim' takes: decay_bias_and_norm, lr, betas, eps",
+    ),
     ("optim.betas=[0.9]", "optim.betas=[0.9] must be two numbers in [0, 1)"),
     ("loss.label_smoothing=2", "loss.label_smoothing=2.0 is out of range: it must be <= 1"),
 ]
