@@ -22,6 +22,7 @@ def one_line(ex: BaseException) -> str:
     """Describe `ex` in one line that says what is wrong and how to fix it."""
     from hydra.errors import (
         ConfigCompositionException,
+        InstantiationException,
         MissingConfigException,
         OverrideParseException,
     )
@@ -29,6 +30,9 @@ def one_line(ex: BaseException) -> str:
 
     if isinstance(ex, TrainlabError):
         return str(ex)
+    # Raised while Hydra built a component (e.g. a data loader): Hydra wraps it.
+    if isinstance(ex, InstantiationException) and isinstance(ex.__cause__, TrainlabError):
+        return str(ex.__cause__)
     if isinstance(ex, MissingConfigException) and ex.options is not None:
         group, _, option = (ex.missing_cfg_file or "").rpartition("/")
         options = sorted(ex.options)
