@@ -111,6 +111,8 @@ def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
     started = time.perf_counter()
     exp = build(cfg)
+    # What prediction needs besides the weights: DataInfo and any fitted preprocessing.
+    exp.data.save(exp.output_dir)
     trainer, info = exp.trainer, exp.data.info
     log.info(
         f"training {type(trainer.model).__name__} "
