@@ -24,9 +24,14 @@ GROUPS = [
 ]
 
 
+# `data=csv` reads a file: TABLE_CSV stands for the one the `table_csv` fixture writes.
+TABLE = ["data.path=TABLE_CSV", "data.target=label"]
+
 # Options that need particular companions to make sense (a regression loss needs
 # regression data, and so on).
 COMPANIONS = {
+    ("data", "csv"): TABLE,
+    ("experiment", "csv_mlp"): TABLE,
     ("data", "diabetes"): ["loss=mse"],
     ("loss", "bce"): ["data=breast_cancer"],
     ("loss", "mse"): ["data=diabetes"],
@@ -42,8 +47,10 @@ def options():
 
 
 @pytest.mark.parametrize(("group", "option"), list(options()))
-def test_every_config_runs_one_epoch(run_experiment, group: str, option: str) -> None:
-    companions = COMPANIONS.get((group, option), [])
+def test_every_config_runs_one_epoch(run_experiment, table_csv, group: str, option: str) -> None:
+    companions = [
+        c.replace("TABLE_CSV", str(table_csv)) for c in COMPANIONS.get((group, option), [])
+    ]
     objective, run_dir = run_experiment(f"{group}={option}", *companions, *SMOKE)
     metrics = read_metrics(run_dir)
     assert metrics["objective"]["value"] == objective
