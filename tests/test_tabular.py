@@ -277,6 +277,25 @@ def test_parquet_and_npz_files_load_the_same_data_as_csv(tmp_path) -> None:
     assert from_npz.info.class_names == ["cat", "dog"]
 
 
+def test_npz_with_named_arrays_trains_and_predicts(run_experiment, tmp_path, monkeypatch) -> None:
+    table = pets_table().dropna()
+    features = table[["weight", "height"]].to_numpy()
+    labels = table["label"].to_numpy().astype(str)
+    np.savez(tmp_path / "pets.npz", features=features, labels=labels)
+    _, run_dir = run_experiment(
+        "data=csv",
+        f"data.path={tmp_path / 'pets.npz'}",
+        "data.npz_features=features",
+        "data.npz_target=labels",
+        "trainer.max_epochs=3",
+    )
+    np.savez(tmp_path / "new.npz", features=features[:7])  # no labels: not needed
+    monkeypatch.chdir(tmp_path)
+    predict_command([f"run={run_dir}", "input=new.npz", "output=p.parquet"])
+    predicted = pd.read_parquet(tmp_path / "p.parquet")
+    assert len(predicted) == 7 and set(predicted["prediction"]) <= {"cat", "dog"}
+
+
 # --- recipes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("experiment", "metric", "bar"),

@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -77,6 +78,7 @@ class Predictor:
     model: nn.Module
     info: DataInfo
     preprocessor: TablePreprocessor
+    data_config: dict[str, Any]  # the run's data settings (e.g. the .npz array names)
 
     @classmethod
     def load(cls, run_dir: str | Path, checkpoint: str = "best") -> Predictor:
@@ -96,7 +98,7 @@ class Predictor:
         config = OmegaConf.create(payload["config"])
         model = build_model(config.model, info, num_outputs(config.loss, info))
         model.load_state_dict(payload["model"])
-        return cls(model.eval(), info, preprocessor)
+        return cls(model.eval(), info, preprocessor, payload["config"]["data"])
 
     @torch.inference_mode()
     def outputs(self, frame: pd.DataFrame, where: str) -> torch.Tensor:
@@ -150,7 +152,13 @@ def predict_command(argv: list[str]) -> Path:
     if output.resolve() == source.resolve():
         raise TrainlabError(f"output={output} is the input file; choose another output path")
     predictor = Predictor.load(options["run"], options["checkpoint"])
-    frame = read_table(source, what="input")
+    data = predictor.data_config
+    frame = read_table(
+        source,
+        what="input",
+        npz_features=data.get("npz_features", "X"),
+        npz_target=data.get("npz_target", "y"),
+    )
     predictions = predictor.predict(frame, f"input={source}")
     write_table(predictions, output)
     log.info(f"wrote {len(predictions)} predictions to {output}")
