@@ -66,7 +66,7 @@ def test_mixed_table_trains_and_predict_applies_the_same_preprocessing(
     _, run_dir = run_experiment(*overrides)
     metrics = read_metrics(run_dir)
     assert metrics["task"] == "binary"
-    assert metrics["test"]["test/acc"] >= 0.9  # chance is about 0.5
+    assert metrics["test"]["test/acc"] >= 0.85  # 0.917 measured; chance is about 0.5
     assert (run_dir / "preprocessing.pkl").is_file() and (run_dir / "data_info.json").is_file()
 
     write(NEW_ROWS, tmp_path / "new.csv")  # no label column: prediction does not need it
@@ -104,7 +104,8 @@ def test_one_logit_model_predicts_labels_and_probabilities(run_experiment, tmp_p
         "data=csv", f"data.path={path}", "data.target=label", "loss=bce", "trainer.max_epochs=10"
     )
     predicted = Predictor.load(run_dir).predict(table)
-    assert (predicted["prediction"] == table["label"]).mean() >= 0.9
+    # 0.90 measured; swapped classes would score about 0.1, chance about 0.5.
+    assert (predicted["prediction"] == table["label"]).mean() >= 0.85
     total = predicted["probability_cat"] + predicted["probability_dog"]
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
     assert ((predicted["probability_dog"] > 0.5) == (predicted["prediction"] == "dog")).all()
@@ -127,7 +128,7 @@ def test_regression_table_predicts_in_the_targets_units(run_experiment, tmp_path
     )
     metrics = read_metrics(run_dir)
     assert metrics["task"] == "regression" and metrics["objective"]["name"] == "val/r2"
-    assert metrics["test"]["test/r2"] >= 0.85
+    assert metrics["test"]["test/r2"] >= 0.85  # 0.953 measured
 
     predicted = Predictor.load(run_dir, checkpoint="last").predict(table.drop(columns="y"))
     assert list(predicted.columns) == ["prediction"]
