@@ -144,6 +144,7 @@ def test_regression_table_predicts_in_the_targets_units(run_experiment, tmp_path
         ([3, 10, 2, 3], "classification", ["2", "3", "10"]),  # sorted as numbers
         ([True, False, True], "classification", ["False", "True"]),
         ([0.5, 1.5, 2.0], "regression", None),
+        ([1.0, 2.0, 1.0], "regression", None),  # floats, even whole ones (the log says so)
         (list(range(30)), "regression", None),  # more than 20 distinct whole numbers
     ],
 )

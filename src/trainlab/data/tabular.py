@@ -287,10 +287,14 @@ def encode_target(series: pd.Series, task: str, where: str) -> tuple[np.ndarray,
         distinct = series.nunique()
         if types.is_bool_dtype(series) or not types.is_numeric_dtype(series):
             task, why = "classification", "it is not numeric"
-        elif integers and distinct <= MAX_AUTO_CLASSES:
-            task, why = "classification", f"it has {distinct} distinct whole numbers"
+        elif integers:
+            task = "classification" if distinct <= MAX_AUTO_CLASSES else "regression"
+            why = f"{distinct} distinct whole numbers; classes up to {MAX_AUTO_CLASSES}"
         else:
-            task, why = "regression", "it is numeric" + ("" if integers else " with fractions")
+            task, why = "regression", "it holds floats"
+            if (series % 1 == 0).all():
+                # A column of class codes with a blank reads as floats (1.0, 2.0, NaN).
+                why += "; if they are class codes, set data.task=classification"
         log.info(f"data.task=auto: target '{name}' is {task} ({why}); set data.task to change")
     if task == "regression":
         hint = "regression needs numbers: use data.task=classification (or auto)"
