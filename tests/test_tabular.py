@@ -19,12 +19,8 @@ from trainlab.checkpoint import load_checkpoint
 from trainlab.cli import build, run
 from trainlab.config import validate
 from trainlab.data.datasets import DataBundle
-from trainlab.data.tabular import (
-    TablePreprocessor,
-    categorical_column,
-    encode_target,
-    load_table,
-)
+from trainlab.data.preprocessing import TablePreprocessor, categorical_column
+from trainlab.data.tabular import encode_target, load_table
 from trainlab.errors import ConfigError, TrainlabError, one_line
 from trainlab.predict import Predictor, predict_command
 

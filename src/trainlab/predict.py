@@ -23,7 +23,7 @@ from torch import nn
 from trainlab.checkpoint import load_checkpoint
 from trainlab.data.datasets import DATA_INFO_FILE, DataInfo
 from trainlab.data.files import read_table
-from trainlab.data.tabular import TablePreprocessor
+from trainlab.data.preprocessing import TablePreprocessor
 from trainlab.errors import TrainlabError, did_you_mean
 from trainlab.losses import num_outputs
 from trainlab.models import build_model
