@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -76,11 +78,56 @@ def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
     """Run the real `train.py` as a user would, writing outputs under `cwd`."""
     if not any(a.startswith("paths.root_dir=") for a in args):
         args = (*args, f"paths.root_dir={cwd / 'outputs'}")
+    return script_cli("train.py", *args, cwd=cwd, timeout=timeout)
+
+
+def script_cli(
+    script: str, *args: str, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run one of the root scripts (`train.py`, `predict.py`) as a user would, in `cwd`.
+
+    The script imports this checkout's `src/` (whatever is installed, and wherever `cwd` is).
+    """
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         env=cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def pets_table(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A small table like a user's: numbers with gaps, a category with gaps, a text label.
+
+    `id` numbers the rows (a feature without gaps, so tests can find a row after a split).
+    The label follows from weight, height and color, so a model can learn it.
+    """
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=rows).round(1)
+    height = rng.normal(size=rows).round(1)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    shift = np.select([color == "red", color == "blue"], [1.0, -1.0], 0.0)
+    score = weight + 0.5 * height + shift + rng.normal(scale=0.2, size=rows)
+    table = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "weight": weight,
+            "height": height,
+            "color": color,
+            "label": np.where(score > 0, "dog", "cat"),
+        }
+    )
+    table.loc[rng.random(rows) < 0.1, "weight"] = np.nan
+    table.loc[rng.random(rows) < 0.1, "height"] = np.nan
+    table.loc[rng.random(rows) < 0.1, "color"] = np.nan
+    return table
+
+
+@pytest.fixture(scope="session")
+def table_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pets_table()` written as a CSV once per test session (for `data=csv` smoke runs)."""
+    path = tmp_path_factory.mktemp("tables") / "pets.csv"
+    pets_table().to_csv(path, index=False)
+    return path

@@ -6,7 +6,6 @@ import math
 
 import pytest
 from conftest import CONFIG_DIR, ROOT, SMOKE, read_metrics
-from test_text import BAG_OF_EMBEDDINGS
 
 from trainlab.metrics import TASK_METRICS
 
@@ -26,21 +25,30 @@ GROUPS = [
 ]
 
 
+# `data=csv` reads a file: TABLE_CSV stands for the one the `table_csv` fixture writes.
+TABLE = ["data.path=TABLE_CSV", "data.target=label"]
+
 # Options that need particular companions to make sense (a regression loss needs
 # regression data, and so on).
 COMPANIONS = {
+    ("data", "csv"): TABLE,
+    ("experiment", "csv_mlp"): TABLE,
     ("data", "diabetes"): ["loss=mse"],
     ("loss", "bce"): ["data=breast_cancer"],
     ("loss", "mse"): ["data=diabetes"],
     ("loss", "mae"): ["data=diabetes"],
     ("loss", "huber"): ["data=diabetes"],
-    # Token data needs a token model; until one ships, the bag of embeddings in test_text.
-    ("data", "text"): [*BAG_OF_EMBEDDINGS, "data.path=reviews.csv"],
-    ("data", "text_demo"): [*BAG_OF_EMBEDDINGS],
+    # Token data needs a token model.
+    ("data", "text"): ["model=transformer", "data.path=reviews.csv"],
+    ("data", "text_demo"): ["model=rnn"],
 }
 # Options that read a file: (group, option) -> (fixture that writes one, config key). Its
 # path, appended to the companions, replaces their placeholder (the last override wins).
-FILES = {("data", "text"): ("text_csv", "data.path")}
+FILES = {
+    ("data", "text"): ("text_csv", "data.path"),
+    ("data", "csv"): ("table_csv", "data.path"),
+    ("experiment", "csv_mlp"): ("table_csv", "data.path"),
+}
 
 
 def options():

@@ -158,9 +158,8 @@ def run(cfg: DictConfig) -> float:
 def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]:
     """Fit, then score the best checkpoint (or the final weights) on val and test."""
     trainer, info = exp.trainer, exp.data.info
-    # What turns raw inputs into the model's (a fitted tokenizer, say), for later predictions.
-    if hasattr(exp.data.preprocessor, "save"):
-        exp.data.preprocessor.save(exp.output_dir)
+    # What prediction needs besides the weights: DataInfo and any fitted preprocessing.
+    exp.data.save(exp.output_dir)
     log.info(
         f"training {type(trainer.model).__name__} "
         f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from itertools import combinations
 from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
@@ -170,6 +171,59 @@ class TextSchema(TextTokensSchema):
 class TextDemoSchema(TextTokensSchema):
     n_samples: int = spec(3000, ge=100)
     label_noise: float = spec(0.05, ge=0.0, le=0.5)
+
+
+# --- your own table: data=csv (trainlab.data.tabular.load_table) ---------------------------
+def _column_names(value: Any) -> str | None:
+    if all(isinstance(v, str) and v for v in value):
+        return None
+    return "must be a list of column names, e.g. [color,size]"
+
+
+@dataclass
+class TableFileSchema(RegressionSplitSchema):
+    path: str | None = spec(None)  # required: checked here, the file itself when loading
+    target: str | None = spec(None)  # required except for .npz (then the npz_target array)
+    task: str = spec("auto", choices=("auto", "classification", "regression"))
+    categorical: list[str] = spec([], check=_column_names)
+    numeric: list[str] = spec([], check=_column_names)
+    drop_columns: list[str] = spec([], check=_column_names)
+    impute: str = spec("median", choices=("drop", "mean", "median", "most_frequent", "knn"))
+    knn_neighbors: int = spec(5, ge=1)
+    missing_indicator: bool = spec(False)
+    categorical_impute: str = spec("most_frequent", choices=("most_frequent", "constant"))
+    npz_features: str = spec("X")
+    npz_target: str = spec("y")
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if not self.path:
+            raise ConfigError(
+                f"{key}.path is not set: point it at a CSV, Parquet or .npz file, "
+                f"e.g. {key}.path=table.csv {key}.target=label"
+            )
+        lists = {
+            "categorical": self.categorical,
+            "numeric": self.numeric,
+            "drop_columns": self.drop_columns,
+        }
+        for (first, names), (second, others) in combinations(lists.items(), 2):
+            if both := sorted(set(names) & set(others)):
+                raise ConfigError(
+                    f"column(s) {', '.join(both)} are in both {key}.{first} and "
+                    f"{key}.{second}; name each column in one list"
+                )
+        for setting, names in lists.items():
+            if self.target in names:
+                raise ConfigError(
+                    f"the target '{self.target}' is also in {key}.{setting}; "
+                    "the target column is never a feature: remove it from that list"
+                )
+        if self.impute == "drop" and self.missing_indicator:
+            raise ConfigError(
+                f"{key}.missing_indicator=true needs an imputing {key}.impute "
+                "(mean, median, most_frequent or knn): with drop no value is missing"
+            )
 
 
 # --- model --------------------------------------------------------------------------------
@@ -377,6 +431,7 @@ SCHEMAS: dict[str, type] = {
     "trainlab.data.load_diabetes": RegressionSplitSchema,
     "trainlab.data.load_text": TextSchema,
     "trainlab.data.load_text_demo": TextDemoSchema,
+    "trainlab.data.tabular.load_table": TableFileSchema,
     "trainlab.models.MLP": MLPSchema,
     "torch.nn.CrossEntropyLoss": CrossEntropySchema,
     "trainlab.losses.BCEWithLogitsLoss": BCESchema,

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainlab.data.datasets import DataBundle
+from trainlab.data.datasets import DataBundle, DataInfo
 from trainlab.errors import ConfigError
 
 # Keys of a loss config that trainlab handles, not the loss class.
@@ -27,13 +27,14 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
         return super().forward(outputs.reshape(-1), targets.reshape(-1).to(outputs.dtype))
 
 
-def num_outputs(cfg: DictConfig, data: DataBundle) -> int:
-    """How many outputs the model needs for this loss and data."""
-    if data.info.task == "regression":
-        return data.info.num_targets
+def num_outputs(cfg: DictConfig, data: DataBundle | DataInfo) -> int:
+    """How many outputs the model needs for this loss and data (the bundle or its info)."""
+    info = data.info if isinstance(data, DataBundle) else data
+    if info.task == "regression":
+        return info.num_targets
     if cfg.get("_target_") == "trainlab.losses.BCEWithLogitsLoss":
         return 1
-    return data.info.num_classes
+    return info.num_classes
 
 
 def check_loss_fits(cfg: DictConfig, task: str) -> None:

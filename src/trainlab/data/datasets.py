@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ from trainlab.errors import TrainlabError
 
 TASKS = ("multiclass", "binary", "regression")
 INPUT_KINDS = ("features", "image", "tokens")
+DATA_INFO_FILE = "data_info.json"
 
 
 @dataclass
@@ -45,6 +48,12 @@ class DataInfo:
     def __post_init__(self) -> None:
         assert self.task in TASKS, self.task
         assert self.input_kind in INPUT_KINDS, self.input_kind
+        self.input_shape = tuple(self.input_shape)  # a list when read back from JSON
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> DataInfo:
+        """The DataInfo a run saved (`data_info.json` in its folder)."""
+        return cls(**json.loads((Path(run_dir) / DATA_INFO_FILE).read_text()))
 
 
 @dataclass
@@ -80,6 +89,18 @@ class DataBundle:
             split.inputs = split.inputs.to(device)
             split.targets = split.targets.to(device)
         return self
+
+    def save(self, run_dir: str | Path) -> None:
+        """Write what prediction needs besides the weights into the run folder.
+
+        `data_info.json` (the DataInfo, to rebuild the model) and, when the preprocessing
+        can save itself (`data=csv`), its fitted transform.
+        """
+        path = Path(run_dir) / DATA_INFO_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self.info), indent=2))
+        if hasattr(self.preprocessor, "save"):
+            self.preprocessor.save(run_dir)
 
     def train_batches(self, seed: int, limit: int | None = None) -> TensorBatches:
         size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
