@@ -78,5 +78,5 @@ class RNN(nn.Module):
         _, state = self.rnn(sequence)
         hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h_n, c_n)
         # h_n is (layers * directions, N, hidden); keep the last layer's directions.
-        last = hidden[-self.directions :].transpose(0, 1).reshape(len(inputs), -1)
+        last = hidden[-self.directions :].transpose(0, 1).reshape(inputs.shape[0], -1)
         return self.head(self.dropout(last))

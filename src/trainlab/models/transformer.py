@@ -134,9 +134,9 @@ class Transformer(nn.Module):
             )
         x = x + self.positions[:, :length]
         if self.cls is not None:
-            x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
             if padding is not None:
-                padding = torch.cat([padding.new_zeros(len(x), 1), padding], dim=1)
+                padding = torch.cat([padding.new_zeros(x.shape[0], 1), padding], dim=1)
         x = self.encoder(self.dropout(x), src_key_padding_mask=padding)
         if self.cls is not None:
             pooled = x[:, 0]
