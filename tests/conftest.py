@@ -51,13 +51,26 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def train_env() -> dict[str, str]:
+    """The environment for a `train.py` subprocess: this checkout's `src` is imported (not
+    an installed trainlab) and `tests/` too, for the test-only parts in `custom_parts.py`.
+    Absolute paths, as the subprocess runs in another folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TRAINLAB_VERBOSE")}
+    paths = [str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def train_command(*args: str, cwd: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args, f"paths.root_dir={cwd / 'outputs'}"]
+
+
 def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `train.py` as a user would, writing outputs under `cwd`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TRAINLAB_VERBOSE")}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, f"paths.root_dir={cwd / 'outputs'}"],
+        train_command(*args, cwd=cwd),
         cwd=cwd,
-        env=env,
+        env=train_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
