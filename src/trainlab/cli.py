@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,17 +295,10 @@ def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
 def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write JSON through a temporary file renamed into place: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from trainlab.checkpoint import atomic_write
+
+    text = json.dumps(payload, indent=2).encode()
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 __all__ = ["TrainlabError", "run"]
