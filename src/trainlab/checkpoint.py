@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "trainlab-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: loop state (partial epoch loss, stop flag, skipped steps) for exact resume
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:

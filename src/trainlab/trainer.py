@@ -1,6 +1,9 @@
 """The training loop: fit, evaluate, predict. One readable loop; the rest are callbacks.
 
-The events and when they fire are drawn in `trainlab/callbacks/base.py`.
+The events and when they fire are drawn in `trainlab/callbacks/base.py`. `checkpoint()`
+holds everything that decides the rest of a run and `restore()` continues from one, so a
+run stopped at any step and resumed ends with the same weights, bit for bit, as a run
+never stopped.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainlab import preemption
 from trainlab.callbacks.base import Callback
 from trainlab.data.batches import TensorBatches
 from trainlab.metrics import TaskMetrics
 from trainlab.optim import Schedule, current_lr
-from trainlab.seeding import rng_state
+from trainlab.seeding import rng_state, set_rng_state
 
 # Losses stay on the device and are read back in blocks of this many steps: reading
 # every step would make the host wait for the device at each one.
@@ -34,6 +38,7 @@ class TrainState:
     last_lr: float = 0.0  # learning rate of the latest step
     metrics: dict[str, float] = field(default_factory=dict)  # latest epoch-level values
     should_stop: bool = False
+    stopped_by: str | None = None  # the stop signal that ended fit early (SIGTERM, SIGUSR1)
 
 
 class Trainer:
@@ -69,9 +74,12 @@ class Trainer:
         self.penalised = [p for p in model.parameters() if p.ndim > 1] if l1 else []
         self.config = config or {}
         self.state = TrainState()
+        self.start_epoch = 0  # the epoch fit begins with; restore() moves it
         self.batches_per_epoch = 0
         self.example_input: torch.Tensor | None = None  # a small batch, for the model graph
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # of the last test()
+        self._epoch_loss: torch.Tensor | None = None  # summed over the epoch's trained batches
+        self._epoch_batches = 0
         self._losses: list[torch.Tensor] = []
         self._loss_steps: list[int] = []
 
@@ -84,29 +92,37 @@ class Trainer:
         state = self.state
         self.batches_per_epoch = len(train)
         self.example_input = train.inputs[:2]
+        device = train.inputs.device
         self._emit("on_fit_start")
-        for epoch in range(state.epoch, self.max_epochs):
+        for epoch in range(self.start_epoch, self.max_epochs):
+            if state.should_stop:
+                break
             state.epoch = epoch
+            if state.batch_in_epoch == 0:  # a new epoch (a resumed run may re-enter one)
+                self._epoch_loss, self._epoch_batches = torch.zeros((), device=device), 0
             self._emit("on_epoch_start")
             self.model.train()
-            epoch_loss = torch.zeros((), device=train.inputs.device)
-            step_loss = torch.zeros((), device=train.inputs.device)
+            step_loss, step_batches = torch.zeros((), device=device), 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                loss = self._forward_backward(inputs, targets)
-                epoch_loss += loss
-                step_loss += loss
+                step_loss += self._forward_backward(inputs, targets)
+                step_batches += 1
                 state.batch_in_epoch += 1
                 # Step every `accumulate` batches, and on the epoch's last batch.
                 if state.batch_in_epoch % self.accumulate and state.batch_in_epoch < len(train):
                     continue
                 self._optimizer_step()
+                self._epoch_loss += step_loss
+                self._epoch_batches += step_batches
                 state.global_step += 1
                 self._record_loss(step_loss / self.accumulate)
-                step_loss = torch.zeros((), device=train.inputs.device)
+                step_loss, step_batches = torch.zeros((), device=device), 0
                 self._emit("on_train_step_end")
+                if preemption.requested():
+                    return self._stop_for_signal()
             self._write_losses()
 
-            state.metrics = {"train/loss": epoch_loss.item() / max(len(train), 1)}
+            mean_loss = self._epoch_loss.item() / max(self._epoch_batches, 1)
+            state.metrics = {"train/loss": mean_loss}
             state.metrics.update(self.evaluate(val, "val"))
             # Epoch-level values share the step axis with train/loss (x: optimizer steps).
             self._log(
@@ -117,8 +133,8 @@ class Trainer:
             self._emit("on_validation_end")
             state.batch_in_epoch = 0
             self._emit("on_epoch_end")
-            if state.should_stop:
-                break
+            if preemption.requested():
+                return self._stop_for_signal()
         self._emit("on_fit_end")
         if self.logger is not None:
             self.logger.flush()
@@ -187,23 +203,69 @@ class Trainer:
         numbers = torch.stack([v.float() for v in values.values()]).tolist()
         return {f"{prefix}/{name}": v for name, v in zip(values, numbers, strict=True)}
 
-    # -------------------------------------------------------------------- checkpoint
-    def checkpoint(self, next_epoch: int, next_batch: int) -> dict[str, Any]:
-        """Everything that decides the rest of the run, resuming at (next_epoch, next_batch)."""
+    # ----------------------------------------------------------- checkpoint, resume
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything that decides the rest of the run, which continues at the next batch.
+
+        Buffered logs are written first, so the event files hold every step up to this one.
+        """
+        self._write_losses()
+        self._emit("on_save_checkpoint")
+        if self.logger is not None:
+            self.logger.flush()
+        state = self.state
+        # Mid-epoch: the next batch of this epoch. At an epoch's end, where the loop has
+        # reset batch_in_epoch: the next epoch.
+        if state.batch_in_epoch:
+            epoch, batch = state.epoch, state.batch_in_epoch
+        else:
+            epoch, batch = state.epoch + 1, 0
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
-            "position": {
-                "epoch": next_epoch,
-                "batch_in_epoch": next_batch,
-                "global_step": self.state.global_step,
+            "scaler": None,  # the AMP GradScaler's state, once mixed precision exists
+            "position": {"epoch": epoch, "batch_in_epoch": batch, "global_step": state.global_step},
+            "loop": {
+                # So that the mean train/loss of an epoch resumed part-way is exact.
+                "epoch_loss_sum": None if self._epoch_loss is None else self._epoch_loss.clone(),
+                "epoch_batches": self._epoch_batches,
+                "should_stop": state.should_stop,
             },
-            "metrics": dict(self.state.metrics),
+            "metrics": dict(state.metrics),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "rng": rng_state(),
             "config": self.config,
         }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue the run `payload` (a `checkpoint()`) was taken from."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.schedule is not None and payload["scheduler"] is not None:
+            self.schedule.scheduler.load_state_dict(payload["scheduler"])
+        for callback in self.callbacks:
+            if (saved := payload["callbacks"].get(type(callback).__name__)) is not None:
+                callback.load_state_dict(saved)
+        state, position, loop = self.state, payload["position"], payload["loop"]
+        self.start_epoch = position["epoch"]
+        state.batch_in_epoch = position["batch_in_epoch"]
+        # At an epoch boundary, the epoch "just finished" is the one before.
+        state.epoch = self.start_epoch if state.batch_in_epoch else max(self.start_epoch - 1, 0)
+        state.global_step = position["global_step"]
+        state.metrics = dict(payload["metrics"])
+        state.should_stop = loop["should_stop"]
+        self._epoch_loss, self._epoch_batches = loop["epoch_loss_sum"], loop["epoch_batches"]
+        # Last: nothing may draw random numbers between here and the first batch.
+        set_rng_state(payload["rng"])
+
+    def _stop_for_signal(self) -> TrainState:
+        """A stop signal arrived: callbacks save the run where it is (`on_interrupt`)."""
+        self.state.stopped_by = preemption.requested()
+        self._emit("on_interrupt")
+        if self.logger is not None:
+            self.logger.flush()
+        return self.state
 
     # ---------------------------------------------------------------------- helpers
     def _emit(self, event: str) -> None:

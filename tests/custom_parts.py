@@ -1,0 +1,45 @@
+"""Test-only parts that configs load by `_target_` (tests/ is on the path of `train.py`
+subprocesses, see `conftest.train_env`), as a user's own classes would be."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from trainlab.callbacks import Callback
+
+
+class TinyCNN(nn.Module):
+    """conv -> batch norm -> ReLU -> dropout -> pool -> linear: state (batch-norm
+    statistics) and randomness (dropout) that a resumed run must carry over exactly."""
+
+    input_kinds = ("image",)
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: int = 8) -> None:
+        super().__init__()
+        in_channels, height, width = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Dropout2d(0.2),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(channels * (height // 2) * (width // 2), num_outputs)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(inputs).flatten(1))
+
+
+class Slowdown(Callback):
+    """Sleeps after each optimizer step, so a test can stop a run at a step of its choice.
+    Draws no random numbers and changes nothing: a run with it trains as one without."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.seconds = seconds
+
+    def on_train_step_end(self, trainer, state) -> None:
+        time.sleep(self.seconds)
