@@ -34,6 +34,25 @@ class TinyCNN(nn.Module):
         return self.head(self.features(inputs).flatten(1))
 
 
+class NaNOnCalls(nn.CrossEntropyLoss):
+    """Cross-entropy that returns NaN on the given training calls (1-based; evaluation
+    calls, made without gradients, are not counted): with one batch per optimizer step,
+    call N is step N."""
+
+    def __init__(self, nan_on_calls: Sequence[int] = (), **options) -> None:
+        super().__init__(**options)
+        self.nan_on_calls = set(nan_on_calls)
+        self.calls = 0
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(outputs, targets)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls in self.nan_on_calls:
+                return loss * float("nan")
+        return loss
+
+
 class Slowdown(Callback):
     """Sleeps after each optimizer step, so a test can stop a run at a step of its choice.
     Draws no random numbers and changes nothing: a run with it trains as one without."""

@@ -96,6 +96,8 @@ def test_bad_resume_is_one_line_and_creates_nothing(tmp_path, args, message) -> 
     ("override", "message"),
     [
         ("resume=5", "resume=5 must be auto, a run folder, or a checkpoint file"),
+        ("trainer.nan_policy=ignore", "choose one of: stop, skip"),
+        ("trainer.max_skipped_steps=-1", "max_skipped_steps=-1 is out of range: it must be >= 0"),
         ("callbacks.model_checkpoint.every_n_steps=0", "every_n_steps=0 is out of range"),
         ("callbacks.model_checkpoint.keep_last=-2", "keep_last=-2 is out of range"),
     ],

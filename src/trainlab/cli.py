@@ -115,6 +115,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         gradient_clip_val=trainer_cfg.gradient_clip_val,
         gradient_clip_algorithm=trainer_cfg.gradient_clip_algorithm,
         l1=l1,
+        nan_policy=trainer_cfg.nan_policy,
+        max_skipped_steps=trainer_cfg.max_skipped_steps,
+        detect_anomaly=trainer_cfg.detect_anomaly,
         config=OmegaConf.to_container(cfg, resolve=True) | {"seed": seed},
     )
     if resumed is not None:

@@ -312,6 +312,9 @@ class TrainerSchema:
     accumulate_grad_batches: int = spec(1, ge=1)
     gradient_clip_val: float | None = spec(None, gt=0.0)
     gradient_clip_algorithm: str = spec("norm", choices=("norm", "value"))
+    nan_policy: str = spec("stop", choices=("stop", "skip"))
+    max_skipped_steps: int = spec(10, ge=0)
+    detect_anomaly: bool = spec(False)
 
 
 @dataclass

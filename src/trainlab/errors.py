@@ -18,6 +18,10 @@ class ConfigError(TrainlabError):
     """A config value that is missing, mistyped or out of range."""
 
 
+class DivergenceError(TrainlabError):
+    """The loss, a gradient or the weights stopped being finite numbers."""
+
+
 class Preempted(TrainlabError):
     """A stop signal (SIGTERM, SIGUSR1) ended the run early, after saving a checkpoint.
 

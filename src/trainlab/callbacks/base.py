@@ -5,8 +5,8 @@
         for each epoch (from where a resumed run left off; none once state.should_stop):
             on_epoch_start
             for each batch:  forward, backward (gradients accumulate)
-                every `accumulate_grad_batches` batches: [clip],
-                    on_before_optimizer_step
+                every `accumulate_grad_batches` batches: [clip], check finite,
+                    on_before_optimizer_step      (not for a skipped non-finite step)
                     optimizer step, [step schedule]
                     on_train_step_end
                     a stop signal (SIGTERM, SIGUSR1)?  on_interrupt, and fit returns
