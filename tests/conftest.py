@@ -70,8 +70,17 @@ def cli_env() -> dict[str, str]:
     once the command runs in a temporary folder.)
     """
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TRAINLAB_VERBOSE")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    # tests/ too, for the test-only parts in custom_parts.py used as `_target_`s.
+    paths = [str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
+
+
+train_env = cli_env
+
+
+def train_command(*args: str, cwd: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args, f"paths.root_dir={cwd / 'outputs'}"]
 
 
 def train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

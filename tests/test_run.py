@@ -80,8 +80,11 @@ def test_checkpoint_holds_everything_needed_to_continue(run_experiment) -> None:
         "metrics",
         "format",
         "version",
+        "scaler",
+        "loop",
     } <= set(last)
     assert last["position"] == {"epoch": 2, "batch_in_epoch": 0, "global_step": 2 * 20}
+    assert last["loop"]["should_stop"] is False and last["loop"]["epoch_batches"] == 20
     assert last["optimizer"]["state"]  # Adam moments are saved
     assert last["scheduler"]["last_epoch"] == 40
     assert last["callbacks"]["EarlyStopping"]["best"] == pytest.approx(last["metrics"]["val/loss"])

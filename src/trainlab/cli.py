@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainlab import runs
 from trainlab.config import validate, validate_metrics
-from trainlab.errors import ConfigError, TrainlabError
+from trainlab.errors import ConfigError, Preempted, TrainlabError
 from trainlab.optuna_study import TRIAL_KEY
 
 if TYPE_CHECKING:
@@ -41,13 +40,15 @@ class Experiment:
     seed: int
     device: Any
     output_dir: Path
+    resumed_from: Path | None = None
 
 
 def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     """Validate `cfg` and build every part of the experiment it describes.
 
     `fold=(k, folds)` builds fold k of a cross-validation: part k of the non-test rows is
-    the validation split.
+    the validation split. With `resume=...` the trainer continues from the checkpoint,
+    which must match `cfg`'s model, data and seed.
     """
     validate(cfg)
 
@@ -55,6 +56,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from hydra.utils import instantiate
 
     from trainlab.callbacks import ModelCheckpoint
+    from trainlab.checkpoint import load_checkpoint
     from trainlab.losses import build_loss, num_outputs
     from trainlab.metrics import TaskMetrics, resolve_objective
     from trainlab.models import build_model
@@ -62,10 +64,20 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.seeding import resolve_seed, seed_everything
     from trainlab.trainer import Trainer
 
-    seed = resolve_seed(cfg.seed)
-    if cfg.seed is None:
-        log.info(f"seed=null: drew seed {seed} (pass seed={seed} to repeat this run)")
     device = resolve_device(cfg.trainer.device)
+    source = runs.resume_source(cfg)
+    resumed = None
+    if source is not None:
+        resumed = load_checkpoint(source, map_location=device)
+        runs.check_compatible(resumed, runs.current_settings(cfg), source)
+    elif cfg.get("resume") == "auto":
+        log.info("resume=auto: no unfinished run of this command to continue; starting a new run")
+    if resumed is not None:  # a drawn seed (seed=null) is the one the run began with
+        seed = resumed["config"]["seed"]
+    else:
+        seed = resolve_seed(cfg.seed)
+        if cfg.seed is None:
+            log.info(f"seed=null: drew seed {seed} (pass seed={seed} to repeat this run)")
     seed_everything(seed)
 
     folding = {"fold": fold} if fold is not None else {}
@@ -90,7 +102,11 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     ]
     if cfg.get(TRIAL_KEY) is not None:  # a trial of an Optuna search: report, maybe prune
         callbacks.append(optuna_pruning(cfg))
-    logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
+    logger = None
+    if cfg.logger.get("_target_"):
+        # A resumed run hides what the stopped process logged after its checkpoint.
+        purge = resumed["position"]["global_step"] + 1 if resumed is not None else None
+        logger = instantiate(cfg.logger, **wanted_by(cfg.logger._target_, purge_step=purge))
     trainer = Trainer(
         model,
         optimizer,
@@ -105,8 +121,17 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         gradient_clip_val=trainer_cfg.gradient_clip_val,
         gradient_clip_algorithm=trainer_cfg.gradient_clip_algorithm,
         l1=l1,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        nan_policy=trainer_cfg.nan_policy,
+        max_skipped_steps=trainer_cfg.max_skipped_steps,
+        detect_anomaly=trainer_cfg.detect_anomaly,
+        config=OmegaConf.to_container(cfg, resolve=True) | {"seed": seed},
     )
+    if resumed is not None:
+        trainer.restore(resumed)
+        if changed := runs.changed_settings(resumed["config"], trainer.config):
+            log.warning(
+                f"resuming with settings changed since the checkpoint: {'; '.join(changed)}"
+            )
     checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
     return Experiment(
         cfg=cfg,
@@ -119,24 +144,30 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         seed=seed,
         device=device,
         output_dir=Path(cfg.paths.output_dir),
+        resumed_from=source if resumed is not None else None,
     )
 
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    if runs.resume_source(cfg) is None:
+        runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
         return find(cfg)
     if cfg.cv.folds:
         return cross_validate(cfg)
     started = time.perf_counter()
     exp = build(cfg)
-    final, state, best = train_and_test(exp)
-    objective = final[cfg.objective]
     logger = exp.trainer.logger
-    if logger is not None:
-        final_metrics = split(final, "test") | {cfg.objective: objective}
-        logger.log_hparams(hparams(cfg, exp.seed), final_metrics)
-        logger.close()
+    try:
+        final, state, best = train_and_test(exp)
+        objective = final[cfg.objective]
+        if logger is not None:
+            final_metrics = split(final, "test") | {cfg.objective: objective}
+            logger.log_hparams(hparams(cfg, exp.seed), final_metrics)
+    finally:  # also when training stops early: the event files keep what was logged
+        if logger is not None:
+            logger.close()
     summary = {
         "objective": {"name": cfg.objective, "value": objective},
         "task": exp.data.info.task,
@@ -157,6 +188,8 @@ def run(cfg: DictConfig) -> float:
 
 def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]:
     """Fit, then score the best checkpoint (or the final weights) on val and test."""
+    from trainlab import preemption
+
     trainer, info = exp.trainer, exp.data.info
     # What prediction needs besides the weights: DataInfo and any fitted preprocessing.
     exp.data.save(exp.output_dir)
@@ -166,7 +199,16 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
         f"{info.name} rows ({info.task}), device {exp.device}, seed {exp.seed}, "
         f"run folder {exp.output_dir}"
     )
-    state = trainer.fit(exp.train, exp.val)
+    if exp.resumed_from is not None:
+        position = trainer.state
+        log.info(
+            f"resuming from {exp.resumed_from}: epoch {trainer.start_epoch + 1}, "
+            f"batch {position.batch_in_epoch}, step {position.global_step}"
+        )
+    with preemption.handled():  # SIGTERM / SIGUSR1: checkpoint at the next step, stop
+        state = trainer.fit(exp.train, exp.val)
+    if state.stopped_by is not None:
+        raise Preempted(stopped_message(exp, state))
     best = exp.checkpoint.best_path if exp.checkpoint is not None else None
     if best is not None:
         from trainlab.checkpoint import load_checkpoint
@@ -246,6 +288,19 @@ def find(cfg: DictConfig) -> float:
     return float(finders.run_batch_size_find(exp, cfg.batch_size_find, cfg))
 
 
+def stopped_message(exp: Experiment, state: Any) -> str:
+    where = f"{state.stopped_by} at step {state.global_step} (epoch {state.epoch + 1})"
+    saved = exp.checkpoint is not None and exp.checkpoint.save_last
+    if not saved:
+        return f"{where}; no checkpoint saved (callbacks.model_checkpoint is off)"
+    if exp.cfg.cv.folds:
+        return f"{where}; saved {exp.checkpoint.last_path}; cross-validation cannot resume yet"
+    return (
+        f"{where}; saved {exp.checkpoint.last_path}; to continue, run the same command "
+        "with resume=auto"
+    )
+
+
 def split(values: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: v for k, v in values.items() if k.startswith(f"{prefix}/")}
 
@@ -319,17 +374,10 @@ def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
 def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write JSON through a temporary file renamed into place: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from trainlab.checkpoint import atomic_write
+
+    text = json.dumps(payload, indent=2).encode()
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 __all__ = ["TrainlabError", "run"]

@@ -362,6 +362,9 @@ class ModelCheckpointSchema:
     mode: str = spec("auto", choices=("auto", "min", "max"))
     save_last: bool = spec(True)
     save_best: bool = spec(True)
+    every_n_epochs: int | None = spec(1, ge=1)
+    every_n_steps: int | None = spec(None, ge=1)
+    keep_last: int = spec(0, ge=0)
 
 
 @dataclass
@@ -399,6 +402,9 @@ class TrainerSchema:
     accumulate_grad_batches: int = spec(1, ge=1)
     gradient_clip_val: float | None = spec(None, gt=0.0)
     gradient_clip_algorithm: str = spec("norm", choices=("norm", "value"))
+    nan_policy: str = spec("stop", choices=("stop", "skip"))
+    max_skipped_steps: int = spec(10, ge=0)
+    detect_anomaly: bool = spec(False)
 
 
 @dataclass
@@ -662,6 +668,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         if node is not None and (schema := SCHEMAS.get(node.get("_target_"))):
             checked[f"callbacks.{name}"] = check_node(node, f"callbacks.{name}", schema)
 
+    check_resume(cfg)
     seed = cfg.get("seed")
     if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) or null (draw one)")
@@ -669,6 +676,25 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     any_task = sorted({n for task in TASK_METRICS for n in metric_names(task)}, key=_metric_order)
     _check_metric_names(cfg, ["auto", *any_task], "a logged metric")
     return checked
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """`resume` is null, `auto` or a path, and only for a training run."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return
+    if not isinstance(resume, str) or not resume:
+        raise ConfigError(
+            f"resume={resume!r} must be auto, a run folder, or a checkpoint file inside one"
+        )
+    if cfg.get("mode", "train") != "train":
+        raise ConfigError(
+            f"resume=... continues a training run; it does not apply to mode={cfg.mode}"
+        )
+    if cfg.get("cv") is not None and cfg.cv.get("folds"):
+        raise ConfigError(
+            "resume=... does not apply to cross-validation (cv.folds) yet; rerun the command"
+        )
 
 
 def validate_metrics(cfg: DictConfig, task: str) -> None:

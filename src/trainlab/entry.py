@@ -14,21 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.config import register_resolvers
-
-# What Hydra writes into a run folder before the job starts; a folder holding nothing
-# else after a failure is removed, so a bad command leaves no empty runs behind.
-BOOKKEEPING = {".hydra", "train.log"}
+from trainlab.errors import Preempted, exit_with
+from trainlab.runs import holds_run
 
 
 def _verbose() -> bool:
     return os.environ.get("TRAINLAB_VERBOSE") == "1"
-
-
-def _fail(ex: BaseException) -> None:
-    from trainlab.errors import one_line
-
-    print(f"error: {one_line(ex)}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(hydra_main: Callable[[], Any]) -> None:
@@ -50,11 +41,12 @@ def main(hydra_main: Callable[[], Any]) -> None:
     except Exception as ex:
         if _verbose():
             raise
-        _fail(ex)
+        exit_with(ex)
 
 
 def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Wrap a Hydra task so an error inside the job also ends as one line, exit status 2.
+    """Wrap a Hydra task so an error inside the job also ends as one line, exit status 2
+    (143 for a run stopped by SIGTERM or SIGUSR1).
 
     (Raised out of the job, Hydra would first print its own 'Error executing job' line.)
     In a multirun the job prints the line and re-raises instead: the launcher records the
@@ -69,14 +61,14 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return task(cfg)
         except Exception as ex:
             _remove_if_empty(cfg)
-            if _verbose():
+            if _verbose() and not isinstance(ex, Preempted):  # a stop keeps its status
                 raise
             if _in_multirun():
                 from trainlab.errors import one_line
 
                 print(f"error: {one_line(ex)}", file=sys.stderr)
                 raise
-            _fail(ex)
+            exit_with(ex)
 
     return wrapper
 
@@ -93,5 +85,7 @@ def _remove_if_empty(cfg: Any) -> None:
         run_dir = Path(cfg.paths.output_dir)
     except Exception:
         return
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= BOOKKEEPING:
+    # A folder holding only what Hydra wrote before the job started is removed, so a bad
+    # command leaves no empty runs behind.
+    if run_dir.is_dir() and not holds_run(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)

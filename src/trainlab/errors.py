@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import difflib
+import sys
+from typing import NoReturn
 
 
 class TrainlabError(Exception):
     """A problem with the user's input (config, data, checkpoint): shown as one line."""
 
+    label = "error"  # the word the line starts with
+    exit_code = 2
+
 
 class ConfigError(TrainlabError):
     """A config value that is missing, mistyped or out of range."""
+
+
+class DivergenceError(TrainlabError):
+    """The loss, a gradient or the weights stopped being finite numbers."""
+
+
+class Preempted(TrainlabError):
+    """A stop signal (SIGTERM, SIGUSR1) ended the run early, after saving a checkpoint.
+
+    Exit status 143 (128 + SIGTERM), what schedulers such as SLURM expect of a job that
+    stopped on request and can be requeued.
+    """
+
+    label = "stopped"
+    exit_code = 143
 
 
 def did_you_mean(word: str, candidates: list[str]) -> str:
@@ -97,6 +117,13 @@ def one_line(ex: BaseException) -> str:
     return (
         f"{type(ex).__name__}: {_first_line(str(ex))} (set HYDRA_FULL_ERROR=1 to see the traceback)"
     )
+
+
+def exit_with(ex: BaseException) -> NoReturn:
+    """Print `ex` as one line on stderr and exit: status 2, or the error's own (143 for a stop)."""
+    label = getattr(ex, "label", "error")
+    print(f"{label}: {one_line(ex)}", file=sys.stderr)
+    sys.exit(getattr(ex, "exit_code", 2))
 
 
 def _first_line(text: str) -> str:

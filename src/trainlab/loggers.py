@@ -11,11 +11,16 @@ from torch.utils.tensorboard.summary import hparams
 
 
 class TensorBoardLogger:
-    """Writes one event stream per run into `log_dir`."""
+    """Writes one event stream per run into `log_dir`.
 
-    def __init__(self, log_dir: str | Path) -> None:
+    All scalars share one x axis, the optimizer step. A resumed run passes
+    `purge_step=<checkpoint's step + 1>`: TensorBoard then hides whatever the stopped
+    process logged after its checkpoint, which the resumed run logs again.
+    """
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

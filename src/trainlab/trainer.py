@@ -1,23 +1,30 @@
 """The training loop: fit, evaluate, predict. One readable loop; the rest are callbacks.
 
-The events and when they fire are drawn in `trainlab/callbacks/base.py`.
+The events and when they fire are drawn in `trainlab/callbacks/base.py`. `checkpoint()`
+holds everything that decides the rest of a run and `restore()` continues from one, so a
+run stopped at any step and resumed ends with the same weights, bit for bit, as a run
+never stopped.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import torch
 from torch import nn
 
+from trainlab import preemption
 from trainlab.callbacks.base import Callback
 from trainlab.data.batches import TensorBatches
+from trainlab.errors import DivergenceError
 from trainlab.metrics import TaskMetrics
 from trainlab.optim import Schedule, current_lr
-from trainlab.seeding import rng_state
+from trainlab.seeding import rng_state, set_rng_state
 
 # Losses stay on the device and are read back in blocks of this many steps: reading
 # every step would make the host wait for the device at each one.
@@ -34,6 +41,8 @@ class TrainState:
     last_lr: float = 0.0  # learning rate of the latest step
     metrics: dict[str, float] = field(default_factory=dict)  # latest epoch-level values
     should_stop: bool = False
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient (nan_policy=skip)
+    stopped_by: str | None = None  # the stop signal that ended fit early (SIGTERM, SIGUSR1)
 
 
 class Trainer:
@@ -53,6 +62,9 @@ class Trainer:
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         l1: float = 0.0,
+        nan_policy: str = "stop",
+        max_skipped_steps: int = 10,
+        detect_anomaly: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
@@ -67,13 +79,19 @@ class Trainer:
         self.l1 = l1
         # L1 acts on weights (matrices, kernels, embeddings), not on biases or norm scales.
         self.penalised = [p for p in model.parameters() if p.ndim > 1] if l1 else []
+        self.nan_policy, self.max_skipped_steps = nan_policy, max_skipped_steps
+        self.detect_anomaly = detect_anomaly
         self.config = config or {}
         self.state = TrainState()
+        self.start_epoch = 0  # the epoch fit begins with; restore() moves it
         self.batches_per_epoch = 0
         self.example_input: torch.Tensor | None = None  # a small batch, for the model graph
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # of the last test()
-        self._losses: list[torch.Tensor] = []
-        self._loss_steps: list[int] = []
+        self._epoch_loss: torch.Tensor | None = None  # summed over the epoch's trained batches
+        self._epoch_batches = 0
+        # (step, epoch, [loss, gradient norm]) of steps not yet read back to the host
+        self._pending: list[tuple[int, int, torch.Tensor]] = []
+        self._last_finite: tuple[int, float] | None = None  # (step, loss)
 
     @staticmethod
     def steps_per_epoch(batches: int, accumulate: int) -> int:
@@ -84,29 +102,36 @@ class Trainer:
         state = self.state
         self.batches_per_epoch = len(train)
         self.example_input = train.inputs[:2]
+        device = train.inputs.device
         self._emit("on_fit_start")
-        for epoch in range(state.epoch, self.max_epochs):
+        for epoch in range(self.start_epoch, self.max_epochs):
+            if state.should_stop:
+                break
             state.epoch = epoch
+            if state.batch_in_epoch == 0:  # a new epoch (a resumed run may re-enter one)
+                self._epoch_loss, self._epoch_batches = torch.zeros((), device=device), 0
             self._emit("on_epoch_start")
             self.model.train()
-            epoch_loss = torch.zeros((), device=train.inputs.device)
-            step_loss = torch.zeros((), device=train.inputs.device)
+            step_loss, step_batches = torch.zeros((), device=device), 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                loss = self._forward_backward(inputs, targets)
-                epoch_loss += loss
-                step_loss += loss
+                step_loss += self._forward_backward(inputs, targets)
+                step_batches += 1
                 state.batch_in_epoch += 1
                 # Step every `accumulate` batches, and on the epoch's last batch.
                 if state.batch_in_epoch % self.accumulate and state.batch_in_epoch < len(train):
                     continue
-                self._optimizer_step()
+                if self._optimizer_step(step_loss / self.accumulate):
+                    self._epoch_loss += step_loss
+                    self._epoch_batches += step_batches
                 state.global_step += 1
-                self._record_loss(step_loss / self.accumulate)
-                step_loss = torch.zeros((), device=train.inputs.device)
+                step_loss, step_batches = torch.zeros((), device=device), 0
                 self._emit("on_train_step_end")
-            self._write_losses()
+                if preemption.requested():
+                    return self._stop_for_signal()
+            self.check_finite()  # nothing validates or saves weights gone non-finite
 
-            state.metrics = {"train/loss": epoch_loss.item() / max(len(train), 1)}
+            mean_loss = self._epoch_loss.item() / max(self._epoch_batches, 1)
+            state.metrics = {"train/loss": mean_loss}
             state.metrics.update(self.evaluate(val, "val"))
             # Epoch-level values share the step axis with train/loss (x: optimizer steps).
             self._log(
@@ -117,38 +142,58 @@ class Trainer:
             self._emit("on_validation_end")
             state.batch_in_epoch = 0
             self._emit("on_epoch_end")
-            if state.should_stop:
-                break
+            if preemption.requested():
+                return self._stop_for_signal()
         self._emit("on_fit_end")
         if self.logger is not None:
             self.logger.flush()
         return state
 
     def _forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_fn(self.model(inputs), targets)
-        total = loss
-        if self.l1:
-            total = total + self.l1 * sum(p.abs().sum() for p in self.penalised)
-        # Scale so that accumulated gradients average over the batches of one step.
-        (total / self.accumulate).backward()
+        with torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else nullcontext():
+            loss = self.loss_fn(self.model(inputs), targets)
+            total = loss
+            if self.l1:
+                total = total + self.l1 * sum(p.abs().sum() for p in self.penalised)
+            # Scale so that accumulated gradients average over the batches of one step.
+            (total / self.accumulate).backward()
         return loss.detach()
 
     def is_last_step_of_epoch(self) -> bool:
         return self.state.batch_in_epoch >= self.batches_per_epoch
 
-    def _optimizer_step(self) -> None:
-        if self.clip_value is not None:
-            parameters = self.model.parameters()
-            if self.clip_algorithm == "norm":
-                nn.utils.clip_grad_norm_(parameters, self.clip_value)
-            else:
-                nn.utils.clip_grad_value_(parameters, self.clip_value)
-        self._emit("on_before_optimizer_step")
-        self.state.last_lr = current_lr(self.optimizer)
-        self.optimizer.step()
+    def _optimizer_step(self, loss: torch.Tensor) -> bool:
+        """Clip, check and step; False if the step was skipped (nan_policy=skip)."""
+        grad_norm = self._clip_gradients()
+        step = self.state.global_step + 1
+        self._pending.append((step, self.state.epoch, torch.stack((loss, grad_norm.float()))))
+        # `skip` must know before stepping, so it reads each step back (a device sync);
+        # `stop` reads back in blocks and reports the first bad step of the block.
+        stepped = True
+        if self.nan_policy == "skip":
+            stepped = self._read_back()
+        elif len(self._pending) >= LOSS_READBACK_STEPS:
+            self._read_back()
+        if stepped:
+            self._emit("on_before_optimizer_step")
+            self.state.last_lr = current_lr(self.optimizer)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        # A skipped step still advances the schedule, which keeps its planned length.
         if self.schedule is not None and self.schedule.interval == "step":
             self.schedule.step(self.state.metrics)
+        return stepped
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip if asked; return the total gradient norm before clipping (inf or nan if
+        any gradient is)."""
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        if self.clip_value is not None and self.clip_algorithm == "norm":
+            return nn.utils.clip_grad_norm_(parameters, self.clip_value)
+        norm = nn.utils.get_total_norm([p.grad for p in parameters])
+        if self.clip_value is not None:
+            nn.utils.clip_grad_value_(parameters, self.clip_value)
+        return norm
 
     # ---------------------------------------------------------------------- evaluate
     def test(self, batches: TensorBatches) -> dict[str, float]:
@@ -187,41 +232,145 @@ class Trainer:
         numbers = torch.stack([v.float() for v in values.values()]).tolist()
         return {f"{prefix}/{name}": v for name, v in zip(values, numbers, strict=True)}
 
-    # -------------------------------------------------------------------- checkpoint
-    def checkpoint(self, next_epoch: int, next_batch: int) -> dict[str, Any]:
-        """Everything that decides the rest of the run, resuming at (next_epoch, next_batch)."""
+    # ----------------------------------------------------------- checkpoint, resume
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything that decides the rest of the run, which continues at the next batch.
+
+        Buffered logs are written first, so the event files hold every step up to this
+        one, and the weights are checked: a checkpoint never holds non-finite weights.
+        """
+        self.check_finite()
+        self._emit("on_save_checkpoint")
+        if self.logger is not None:
+            self.logger.flush()
+        state = self.state
+        # Mid-epoch: the next batch of this epoch. At an epoch's end, where the loop has
+        # reset batch_in_epoch: the next epoch.
+        if state.batch_in_epoch:
+            epoch, batch = state.epoch, state.batch_in_epoch
+        else:
+            epoch, batch = state.epoch + 1, 0
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
-            "position": {
-                "epoch": next_epoch,
-                "batch_in_epoch": next_batch,
-                "global_step": self.state.global_step,
+            "scaler": None,  # the AMP GradScaler's state, once mixed precision exists
+            "position": {"epoch": epoch, "batch_in_epoch": batch, "global_step": state.global_step},
+            "loop": {
+                # So that the mean train/loss of an epoch resumed part-way is exact.
+                "epoch_loss_sum": None if self._epoch_loss is None else self._epoch_loss.clone(),
+                "epoch_batches": self._epoch_batches,
+                "should_stop": state.should_stop,
+                "skipped_steps": state.skipped_steps,
             },
-            "metrics": dict(self.state.metrics),
+            "metrics": dict(state.metrics),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "rng": rng_state(),
             "config": self.config,
         }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue the run `payload` (a `checkpoint()`) was taken from."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.schedule is not None and payload["scheduler"] is not None:
+            self.schedule.scheduler.load_state_dict(payload["scheduler"])
+        for callback in self.callbacks:
+            if (saved := payload["callbacks"].get(type(callback).__name__)) is not None:
+                callback.load_state_dict(saved)
+        state, position, loop = self.state, payload["position"], payload["loop"]
+        self.start_epoch = position["epoch"]
+        state.batch_in_epoch = position["batch_in_epoch"]
+        # At an epoch boundary, the epoch "just finished" is the one before.
+        state.epoch = self.start_epoch if state.batch_in_epoch else max(self.start_epoch - 1, 0)
+        state.global_step = position["global_step"]
+        state.metrics = dict(payload["metrics"])
+        state.should_stop, state.skipped_steps = loop["should_stop"], loop["skipped_steps"]
+        self._epoch_loss, self._epoch_batches = loop["epoch_loss_sum"], loop["epoch_batches"]
+        # Last: nothing may draw random numbers between here and the first batch.
+        set_rng_state(payload["rng"])
+
+    def _stop_for_signal(self) -> TrainState:
+        """A stop signal arrived: callbacks save the run where it is (`on_interrupt`)."""
+        self.state.stopped_by = preemption.requested()
+        self._emit("on_interrupt")
+        if self.logger is not None:
+            self.logger.flush()
+        return self.state
+
+    # -------------------------------------------------------------- the NaN guard
+    def check_finite(self) -> None:
+        """Read back the pending steps and check the weights: raise if anything diverged."""
+        self._read_back()
+        tensors = chain(self.model.parameters(), self.model.buffers())
+        finite = [t.isfinite().all() for t in tensors if t.is_floating_point()]
+        if finite and not torch.stack(finite).all():
+            step = self.state.global_step
+            raise DivergenceError(
+                self._diverged(f"the weights are no longer finite after step {step}")
+            )
+
+    def _read_back(self) -> bool:
+        """Copy the pending steps' (loss, gradient norm) to the host in one transfer, log
+        the losses, and check each step: the first non-finite one raises DivergenceError
+        (nan_policy=stop, or skip past max_skipped_steps) or is counted as skipped (skip;
+        returns False)."""
+        if not self._pending:
+            return True
+        values = torch.stack([v for _, _, v in self._pending]).tolist()
+        steps = [(step, epoch) for step, epoch, _ in self._pending]
+        self._pending = []
+        losses, loss_steps, all_finite = [], [], True
+        for (step, epoch), (loss, grad_norm) in zip(steps, values, strict=True):
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                self._last_finite = (step, loss)
+                if step % self.log_every_n_steps == 0:
+                    losses.append(loss)
+                    loss_steps.append(step)
+                continue
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            value = loss if what == "loss" else grad_norm
+            bad = f"the {what} is {value} at step {step} (epoch {epoch + 1})"
+            if self.nan_policy == "stop" or self.state.skipped_steps >= self.max_skipped_steps:
+                self._log_losses(losses, loss_steps)  # what came before it
+                if self.nan_policy == "skip":
+                    bad += (
+                        f", after {self.state.skipped_steps} skipped steps "
+                        f"(trainer.max_skipped_steps={self.max_skipped_steps})"
+                    )
+                raise DivergenceError(self._diverged(bad))
+            self.state.skipped_steps += 1
+            self._log({"train/skipped_steps": self.state.skipped_steps}, step)
+            all_finite = False
+        self._log_losses(losses, loss_steps)
+        return all_finite
+
+    def _diverged(self, what: str) -> str:
+        last = (
+            f"last finite loss {self._last_finite[1]:.4g} at step {self._last_finite[0]}"
+            if self._last_finite
+            else "no finite loss before it"
+        )
+        clip = (
+            f"lower trainer.gradient_clip_val (now {self.clip_value:g})"
+            if self.clip_value
+            else "clip gradients with trainer.gradient_clip_val=1.0"
+        )
+        skip = "; trainer.nan_policy=skip skips such steps" if self.nan_policy == "stop" else ""
+        return (
+            f"training diverged: {what}; {last}. Lower optim.lr (now "
+            f"{current_lr(self.optimizer):g}), {clip}, or with mixed precision keep loss "
+            f"scaling on{skip}"
+        )
 
     # ---------------------------------------------------------------------- helpers
     def _emit(self, event: str) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(self, self.state)
 
-    def _record_loss(self, loss: torch.Tensor) -> None:
-        if self.state.global_step % self.log_every_n_steps == 0:
-            self._losses.append(loss)
-            self._loss_steps.append(self.state.global_step)
-            if len(self._losses) >= LOSS_READBACK_STEPS:
-                self._write_losses()
-
-    def _write_losses(self) -> None:
-        if self._losses and self.logger is not None:
-            values = torch.stack(self._losses).tolist()
-            self.logger.log_scalar_series("train/loss", values, self._loss_steps)
-        self._losses, self._loss_steps = [], []
+    def _log_losses(self, values: list[float], steps: list[int]) -> None:
+        if values and self.logger is not None:
+            self.logger.log_scalar_series("train/loss", values, steps)
 
     def _log(self, values: dict[str, float], step: int, skip: Sequence[str] = ()) -> None:
         if self.logger is not None:

@@ -2,23 +2,31 @@
 
     fit():
         on_fit_start
-        for each epoch:
+        for each epoch (from where a resumed run left off; none once state.should_stop):
             on_epoch_start
             for each batch:  forward, backward (gradients accumulate)
-                every `accumulate_grad_batches` batches: [clip],
-                    on_before_optimizer_step
+                every `accumulate_grad_batches` batches: [clip], check finite,
+                    on_before_optimizer_step      (not for a skipped non-finite step)
                     optimizer step, [step schedule]
                     on_train_step_end
+                    a stop signal (SIGTERM, SIGUSR1)?  on_interrupt, and fit returns
             validate  ->  state.metrics
             [step epoch schedule]
             on_validation_end
-            on_epoch_end            (stop here if state.should_stop)
+            on_epoch_end
+            a stop signal?  on_interrupt, and fit returns
         on_fit_end
     test():  evaluate on the test split, keeping the outputs
         on_test_end
 
+    checkpoint(), whenever a callback takes one:
+        on_save_checkpoint      write out anything buffered, so the logs hold every
+                                step up to the checkpoint
+
 Callbacks read the trainer (model, optimizer, logger) and change the run only through
-`state` (e.g. `state.should_stop = True`).
+`state` (e.g. `state.should_stop = True`). What a callback must remember across a resume
+goes in `state_dict()`; it must not draw from the global random generators, so that a
+resumed run draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ EVENTS = (
     "on_epoch_end",
     "on_fit_end",
     "on_test_end",
+    "on_save_checkpoint",
+    "on_interrupt",
 )
 
 
@@ -58,6 +68,10 @@ class Callback:
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def on_test_end(self, trainer: Trainer, state: TrainState) -> None: ...
+
+    def on_save_checkpoint(self, trainer: Trainer, state: TrainState) -> None: ...
+
+    def on_interrupt(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         """What this callback needs to continue after a resume."""

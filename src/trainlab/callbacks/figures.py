@@ -32,18 +32,37 @@ class TensorBoardFigures(Callback):
         self.class_names = list(getattr(data_info, "class_names", []) or [])
 
     def on_fit_start(self, trainer, state) -> None:
-        if self.graph and trainer.logger is not None and trainer.example_input is not None:
+        # Once per run: a resumed run's event files have the graph already.
+        if (
+            self.graph
+            and trainer.logger is not None
+            and trainer.example_input is not None
+            and state.global_step == 0
+        ):
+            # Tracing runs the model: in eval mode, so batch-norm statistics stay as they
+            # are, and on a forked random stream, so the run draws what it would have.
+            model, was_training = trainer.model, trainer.model.training
             try:
-                trainer.logger.writer.add_graph(trainer.model, trainer.example_input)
+                model.eval()
+                with torch.random.fork_rng(devices=[]):
+                    trainer.logger.writer.add_graph(model, trainer.example_input)
             except Exception as ex:  # tracing is best effort: some models cannot be traced
                 log.warning(f"model graph not logged: {type(ex).__name__}: {ex}")
+            finally:
+                model.train(was_training)
 
     def on_validation_end(self, trainer, state) -> None:
+        if trainer.logger is None:
+            return
         matrix = trainer.metrics.confusion_matrix() if trainer.metrics is not None else None
-        if self.confusion_matrix and trainer.logger is not None and matrix is not None:
+        if self.confusion_matrix and matrix is not None:
             trainer.logger.writer.add_image(
                 "val/confusion_matrix", heatmap(matrix), state.global_step, dataformats="HWC"
             )
+        # Here rather than at the epoch's end: written before the epoch's checkpoint.
+        if self.histograms:
+            for name, parameter in trainer.model.named_parameters():
+                trainer.logger.writer.add_histogram(f"weight/{name}", parameter, state.global_step)
 
     def on_before_optimizer_step(self, trainer, state) -> None:
         # Gradients of the epoch's last step; they are cleared right after the step.
@@ -53,11 +72,6 @@ class TensorBoardFigures(Callback):
                     trainer.logger.writer.add_histogram(
                         f"grad/{name}", parameter.grad, state.global_step
                     )
-
-    def on_epoch_end(self, trainer, state) -> None:
-        if self.histograms and trainer.logger is not None:
-            for name, parameter in trainer.model.named_parameters():
-                trainer.logger.writer.add_histogram(f"weight/{name}", parameter, state.global_step)
 
     def on_test_end(self, trainer, state) -> None:
         if trainer.logger is None or trainer.outputs is None or trainer.metrics is None:
