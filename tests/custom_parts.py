@@ -12,28 +12,6 @@ from torch import nn
 from trainlab.callbacks import Callback
 
 
-class TinyCNN(nn.Module):
-    """conv -> batch norm -> ReLU -> dropout -> pool -> linear: state (batch-norm
-    statistics) and randomness (dropout) that a resumed run must carry over exactly."""
-
-    input_kinds = ("image",)
-
-    def __init__(self, input_shape: Sequence[int], num_outputs: int, channels: int = 8) -> None:
-        super().__init__()
-        in_channels, height, width = input_shape
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(),
-            nn.Dropout2d(0.2),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Linear(channels * (height // 2) * (width // 2), num_outputs)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(inputs).flatten(1))
-
-
 class NaNOnCalls(nn.CrossEntropyLoss):
     """Cross-entropy that returns NaN on the given training calls (1-based; evaluation
     calls, made without gradients, are not counted): with one batch per optimizer step,

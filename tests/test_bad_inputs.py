@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import train_cli
 
@@ -53,6 +55,28 @@ CASES = [
     (["data=diabetes", "loss=mse", "objective=val/acc"], "is not logged for a regression task"),
     (["cv.folds=2000"], "use fewer folds, e.g. cv.folds=5"),
     (["trainer.device=cuda:3"], "trainer.device=cuda:3 but"),
+    # bad data files ({files}: written by the fixture below)
+    (["data=csv", "data.path={files}/missing.csv", "data.target=label"], "file not found"),
+    (["data=csv", "data.path={files}/empty.csv", "data.target=label"], "the file is empty"),
+    (
+        ["data=csv", "data.path={files}/pets.csv", "data.target=lable"],
+        "no column 'lable' in data.path=",
+    ),
+    (
+        [
+            "data=csv",
+            "data.path={files}/text_in_number.csv",
+            "data.target=label",
+            "data.numeric=[weight]",
+        ],
+        "should hold numbers but holds text such as 'heavy'",
+    ),
+    (["data=csv", "data.path={files}/single.csv", "data.target=label"], "has a single class"),
+    # a checkpoint from another model ({interrupted}: a run whose process died)
+    (
+        ["resume={interrupted}", "model.hidden_sizes=[32]"],
+        "model.hidden_sizes ([256, 128] in the checkpoint, [32] now)",
+    ),
 ]
 
 
@@ -66,15 +90,40 @@ def fingerprint(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory) -> Path:
-    """A finished run that every bad command must leave exactly as it was."""
+    """Runs that every bad command must leave exactly as they were: a finished one, and one
+    whose process died before it finished (no metrics.json); plus the data files."""
     cwd = tmp_path_factory.mktemp("bad-inputs")
-    result = train_cli("trainer.max_epochs=1", "trainer.limit_train_batches=2", cwd=cwd)
-    assert result.returncode == 0, result.stderr
+    for name in ("finished", "interrupted"):
+        result = train_cli(
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", f"name={name}", cwd=cwd
+        )
+        assert result.returncode == 0, result.stderr
+    (interrupted,) = (cwd / "outputs" / "runs").glob("*_interrupted")
+    (interrupted / "metrics.json").unlink()
+
+    files = cwd / "files"
+    files.mkdir()
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "weight": rng.normal(5, 1, 60).round(2),
+            "color": rng.choice(["red", "blue"], 60),
+            "label": rng.choice(["cat", "dog"], 60),
+        }
+    )
+    table.to_csv(files / "pets.csv", index=False)
+    (files / "empty.csv").write_text("")
+    with_text = table.astype({"weight": object})
+    with_text.loc[7, "weight"] = "heavy"
+    with_text.to_csv(files / "text_in_number.csv", index=False)
+    table.assign(label="cat").to_csv(files / "single.csv", index=False)
     return cwd
 
 
 @pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
+    (interrupted,) = (earlier_run / "outputs" / "runs").glob("*_interrupted")
+    args = [a.format(files=earlier_run / "files", interrupted=interrupted) for a in args]
     before = fingerprint(earlier_run / "outputs")
     short = (
         [] if any(a.startswith("trainer.max_epochs") for a in args) else ["trainer.max_epochs=1"]
@@ -99,4 +148,4 @@ def test_unwritable_output_folder(tmp_path) -> None:
 
 
 def test_table_is_big_enough() -> None:
-    assert len(CASES) + 1 >= 30
+    assert len(CASES) + 1 >= 30  # the unwritable folder above is one more

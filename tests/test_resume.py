@@ -34,13 +34,7 @@ COMMON = (
 # Dropout draws random numbers and batch norm keeps running statistics: both must carry
 # over exactly.
 MLP = ("model.dropout=0.2", "model.batch_norm=true")
-CNN = (
-    "model._target_=custom_parts.TinyCNN",
-    "~model.hidden_sizes",
-    "~model.activation",
-    "~model.dropout",
-    "~model.batch_norm",
-)
+CNN = ("model=cnn", "model.channels=[8,16]", "model.dropout=0.2", "model.batch_norm=true")
 TIMEOUT = 600  # seconds; the machine may be busy
 
 
