@@ -229,9 +229,10 @@ class RunFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             folder = choose_run_folder(config)
-        except TrainlabError as ex:
+        except (TrainlabError, OSError) as ex:
             # Hydra turns an exception raised here into a warning and runs the job anyway,
-            # so a refusal ends the process here, before anything is written.
+            # so a refusal (or a folder that cannot be made) ends the process here, before
+            # anything is written.
             exit_with(ex)
         with read_write(config.hydra.run):
             config.hydra.run.dir = str(folder)
