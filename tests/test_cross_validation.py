@@ -39,3 +39,21 @@ def test_cv_run_reports_every_fold_and_returns_the_mean(run_experiment) -> None:
         assert (run_dir / f"fold_{k}" / "checkpoints" / "best.pt").is_file()
         assert list((run_dir / f"fold_{k}" / "tb").glob("events.*"))
     assert list((run_dir / "tb").glob("events.*"))  # the mean and deviation
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("data=text_demo", "data.n_samples=300", "model=rnn"),
+        ("data=csv", "data.target=label"),
+    ],
+    ids=["text", "csv"],
+)
+def test_every_data_loader_cuts_its_own_folds(run_experiment, table_csv, overrides) -> None:
+    path = [f"data.path={table_csv}"] if "data=csv" in overrides else []
+    _, run_dir = run_experiment(*overrides, *path, "cv.folds=3", "trainer.max_epochs=1")
+    folds = read_metrics(run_dir)["cv"]["folds"]
+    assert len(folds) == 3
+    # Same seed, same initial weights: only different validation rows make these differ.
+    assert len({round(f["val/loss"], 6) for f in folds}) == 3
+    assert len({round(f["test/loss"], 6) for f in folds}) == 3  # trained on other rows

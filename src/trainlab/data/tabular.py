@@ -144,9 +144,12 @@ def load_table(
     target_scaling: str = "standard",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    fold: tuple[int, int] | None = None,
     **batching: Any,
 ) -> DataBundle:
-    """A table from a file, split (stratified for classes) and preprocessed (see the module)."""
+    """A table from a file, split (stratified for classes) and preprocessed (see the module).
+
+    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
     where = f"data.path={path}"
     frame = read_table(path, npz_features=npz_features, npz_target=npz_target)
     columns = list(frame.columns)
@@ -185,6 +188,7 @@ def load_table(
         test_fraction=test_fraction,
         seed=seed,
         stratify=classification,
+        fold=fold,
     )
 
     transformer = build_transformer(

@@ -79,9 +79,12 @@ def text_bundle(
     lowercase: bool = True,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    fold: tuple[int, int] | None = None,
     **batching: Any,
 ) -> DataBundle:
-    """Split a table of texts and labels, fit the tokenizer on the training split, encode."""
+    """Split a table of texts and labels, fit the tokenizer on the training split, encode.
+
+    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
     for key, column in (("text_column", text_column), ("label_column", label_column)):
         if column not in frame.columns:
             raise TrainlabError(
@@ -110,6 +113,7 @@ def text_bundle(
         test_fraction=test_fraction,
         seed=seed,
         stratify=True,
+        fold=fold,
     )
     preprocessor = TextPreprocessor.fit(
         list(texts[train]),
