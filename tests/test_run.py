@@ -24,11 +24,12 @@ def test_tensorboard_holds_every_tag_with_finite_values(run_experiment) -> None:
     steps = metrics["steps"]
     assert steps == 3 * math.ceil(1257 / 64)  # digits: 1,257 training rows, batch 64
 
-    for tag in ("train/loss", "train/lr"):
-        scalars = events.Scalars(tag)
-        assert [s.step for s in scalars] == list(range(1, steps + 1)), tag
-    assert all(s.value == pytest.approx(1e-3) for s in events.Scalars("train/lr"))
+    assert [s.step for s in events.Scalars("train/loss")] == list(range(1, steps + 1))
     per_epoch = steps // 3
+    # A constant rate: the first step and each epoch's last, not one equal value per step.
+    rates = events.Scalars("train/lr")
+    assert [s.step for s in rates] == [1, per_epoch, 2 * per_epoch, steps]
+    assert all(s.value == pytest.approx(1e-3) for s in rates)
     for tag in EPOCH_TAGS:  # after each epoch, on the same step axis as train/loss
         assert [s.step for s in events.Scalars(tag)] == [per_epoch, 2 * per_epoch, steps], tag
     assert [s.value for s in events.Scalars("epoch")] == [0, 1, 2]
@@ -41,6 +42,34 @@ def test_tensorboard_holds_every_tag_with_finite_values(run_experiment) -> None:
     losses = [s.value for s in events.Scalars("train/loss")]
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_learning_rate_logged_where_it_changes(run_experiment) -> None:
+    """A per-step schedule logs every step; a per-epoch one each change and epoch end."""
+    _, run_dir = run_experiment("trainer.max_epochs=2", "sched=cosine", "sched.warmup_epochs=0")
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    steps = read_metrics(run_dir)["steps"]
+    rates = events.Scalars("train/lr")
+    assert [s.step for s in rates] == list(range(1, steps + 1))
+    assert rates[0].value == pytest.approx(1e-3)
+    assert all(a.value > b.value for a, b in zip(rates, rates[1:]))  # cosine decays
+
+    _, run_dir = run_experiment(
+        "trainer.max_epochs=4", "sched=step", "sched.step_size=2", "sched.gamma=0.1"
+    )
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    per_epoch = read_metrics(run_dir)["steps"] // 4
+    logged = [(s.step, round(s.value, 10)) for s in events.Scalars("train/lr")]
+    assert logged == [
+        (1, 1e-3),
+        (per_epoch, 1e-3),
+        (2 * per_epoch, 1e-3),
+        (2 * per_epoch + 1, 1e-4),  # stepped after epoch 2
+        (3 * per_epoch, 1e-4),
+        (4 * per_epoch, 1e-4),
+    ]
 
 
 def test_tensorboard_figures(run_experiment) -> None:

@@ -9,6 +9,7 @@ is checked by that class when it is built. The first problem found is raised as 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -127,6 +128,7 @@ class SyntheticSchema(SplitSchema):
     n_informative: int = spec(10, ge=1)
     n_classes: int = spec(4, ge=2)
     class_sep: float = spec(1.0, gt=0.0)
+    image_shape: list[int] | None = spec(None, check=_positive_ints)
 
     def cross_check(self, key: str) -> None:
         super().cross_check(key)
@@ -134,6 +136,13 @@ class SyntheticSchema(SplitSchema):
             raise ConfigError(
                 f"{key}.n_informative={self.n_informative} exceeds "
                 f"{key}.n_features={self.n_features}; lower it or add features"
+            )
+        if self.image_shape is not None and math.prod(self.image_shape) != self.n_features:
+            shape = ",".join(map(str, self.image_shape))
+            raise ConfigError(
+                f"{key}.image_shape=[{shape}] holds {math.prod(self.image_shape)} values but "
+                f"{key}.n_features={self.n_features}; make them match, e.g. "
+                f"{key}.n_features={math.prod(self.image_shape)}"
             )
 
 

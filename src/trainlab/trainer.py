@@ -77,8 +77,10 @@ class Trainer:
         self.accumulate = accumulate_grad_batches
         self.clip_value, self.clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self.l1 = l1
+        # Listed once: walking the module tree for them every step costs more than it seems.
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
         # L1 acts on weights (matrices, kernels, embeddings), not on biases or norm scales.
-        self.penalised = [p for p in model.parameters() if p.ndim > 1] if l1 else []
+        self.penalised = [p for p in self.trainable if p.ndim > 1] if l1 else []
         self.nan_policy, self.max_skipped_steps = nan_policy, max_skipped_steps
         self.detect_anomaly = detect_anomaly
         self.config = config or {}
@@ -92,6 +94,9 @@ class Trainer:
         # (step, epoch, [loss, gradient norm]) of steps not yet read back to the host
         self._pending: list[tuple[int, int, torch.Tensor]] = []
         self._last_finite: tuple[int, float] | None = None  # (step, loss)
+        # event -> the callbacks' methods that do something for it (see `_emit`)
+        self._handlers: dict[str, list[Callable[..., None]]] = {}
+        self._handlers_for: list[Callback] = []
 
     @staticmethod
     def steps_per_epoch(batches: int, accumulate: int) -> int:
@@ -112,9 +117,10 @@ class Trainer:
                 self._epoch_loss, self._epoch_batches = torch.zeros((), device=device), 0
             self._emit("on_epoch_start")
             self.model.train()
-            step_loss, step_batches = torch.zeros((), device=device), 0
+            step_loss, step_batches = None, 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                step_loss += self._forward_backward(inputs, targets)
+                loss = self._forward_backward(inputs, targets)
+                step_loss = loss if step_loss is None else step_loss + loss
                 step_batches += 1
                 state.batch_in_epoch += 1
                 # Step every `accumulate` batches, and on the epoch's last batch.
@@ -124,7 +130,7 @@ class Trainer:
                     self._epoch_loss += step_loss
                     self._epoch_batches += step_batches
                 state.global_step += 1
-                step_loss, step_batches = torch.zeros((), device=device), 0
+                step_loss, step_batches = None, 0
                 self._emit("on_train_step_end")
                 if preemption.requested():
                     return self._stop_for_signal()
@@ -187,10 +193,10 @@ class Trainer:
     def _clip_gradients(self) -> torch.Tensor:
         """Clip if asked; return the total gradient norm before clipping (inf or nan if
         any gradient is)."""
-        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        parameters = [p for p in self.trainable if p.grad is not None]
         if self.clip_value is not None and self.clip_algorithm == "norm":
             return nn.utils.clip_grad_norm_(parameters, self.clip_value)
-        norm = nn.utils.get_total_norm([p.grad for p in parameters])
+        norm = total_norm([p.grad for p in parameters])
         if self.clip_value is not None:
             nn.utils.clip_grad_value_(parameters, self.clip_value)
         return norm
@@ -365,8 +371,17 @@ class Trainer:
 
     # ---------------------------------------------------------------------- helpers
     def _emit(self, event: str) -> None:
-        for callback in self.callbacks:
-            getattr(callback, event)(self, self.state)
+        if self._handlers_for != self.callbacks:  # callbacks added since the last event
+            self._handlers, self._handlers_for = {}, list(self.callbacks)
+        handlers = self._handlers.get(event)
+        if handlers is None:  # only the callbacks that do something: events fire every step
+            handlers = self._handlers[event] = [
+                getattr(callback, event)
+                for callback in self.callbacks
+                if getattr(type(callback), event, None) is not getattr(Callback, event)
+            ]
+        for handler in handlers:
+            handler(self, self.state)
 
     def _log_losses(self, values: list[float], steps: list[int]) -> None:
         if values and self.logger is not None:
@@ -375,3 +390,15 @@ class Trainer:
     def _log(self, values: dict[str, float], step: int, skip: Sequence[str] = ()) -> None:
         if self.logger is not None:
             self.logger.log_scalars({k: v for k, v in values.items() if k not in skip}, step)
+
+
+def total_norm(gradients: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all `gradients` together, inf or nan if any of them is.
+
+    `torch.nn.utils.get_total_norm` computes the same; it first sorts the tensors by device
+    and dtype in Python, which costs more than the norms themselves for a small model.
+    The gradients of a trainlab model share one device, so one fused pass does it.
+    """
+    if not gradients:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradients)))

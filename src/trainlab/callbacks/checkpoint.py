@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from trainlab.callbacks.base import Callback
 from trainlab.callbacks.monitor import Monitor
-from trainlab.checkpoint import atomic_write, save_checkpoint
+from trainlab.checkpoint import BackgroundWriter
 
 
 class ModelCheckpoint(Callback):
@@ -42,6 +41,7 @@ class ModelCheckpoint(Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self._saved_at: int | None = None  # global step of the latest last.pt
+        self.writer = BackgroundWriter()
 
     @property
     def best_path(self) -> Path | None:
@@ -55,7 +55,7 @@ class ModelCheckpoint(Callback):
         # At an epoch's last step the save waits for the epoch's end, so that the
         # checkpoint comes after the epoch's validation rather than repeating it.
         if self._step_due(state) and not trainer.is_last_step_of_epoch():
-            self._save_last(trainer, state, trainer.checkpoint())
+            self._save(trainer, state, last=True, best=False)
 
     def on_epoch_end(self, trainer, state) -> None:
         current = self.tracker.value(state.metrics)
@@ -73,37 +73,40 @@ class ModelCheckpoint(Callback):
             or state.epoch + 1 == trainer.max_epochs
             or state.should_stop
         )
-        if (improved and self.save_best) or (due and self.save_last):
-            payload = trainer.checkpoint()
-            if improved and self.save_best:
-                save_checkpoint(payload, self.dirpath / "best.pt")
-            if due:
-                self._save_last(trainer, state, payload)
+        self._save(trainer, state, last=due, best=improved)
+
+    def on_fit_end(self, trainer, state) -> None:
+        self.writer.wait()  # best.pt is read next, for testing
 
     def on_interrupt(self, trainer, state) -> None:
         if self.save_last and self._saved_at != state.global_step:
-            self._save_last(trainer, state, trainer.checkpoint())
+            self._save(trainer, state, last=True, best=False)
+        self.writer.wait()  # the process exits next
 
     def _step_due(self, state) -> bool:
         return bool(self.every_n_steps) and state.global_step % self.every_n_steps == 0
 
-    def _save_last(self, trainer, state, payload: dict[str, Any]) -> None:
-        if not self.save_last:
+    def _save(self, trainer, state, *, last: bool, best: bool) -> None:
+        """One checkpoint, written once (in the background) to every file that wants it:
+        last.pt, a kept step_<N>.pt, best.pt (the others are hard links to the first)."""
+        paths = []
+        if last and self.save_last:
+            paths.append(self.last_path)
+            if self.keep_last and self._step_due(state):
+                paths.append(self.dirpath / f"step_{state.global_step}.pt")
+        if best and self.save_best:
+            paths.append(self.dirpath / "best.pt")
+        if not paths:
             return
-        save_checkpoint(payload, self.last_path)
-        self._saved_at = state.global_step
-        if self.keep_last and self._step_due(state):
-            self._keep_step_copy(state.global_step)
+        self.writer.save(trainer.checkpoint(), paths)
+        if last and self.save_last:
+            self._saved_at = state.global_step
+            if self.keep_last and self._step_due(state):
+                self._forget_old_steps()
 
-    def _keep_step_copy(self, step: int) -> None:
-        """`step_<N>.pt`: a hard link to this last.pt (no second write), or a copy."""
-        path = self.dirpath / f"step_{step}.pt"
-        path.unlink(missing_ok=True)
-        try:
-            os.link(self.last_path, path)
-        except OSError:  # a file system without hard links
-            data = self.last_path.read_bytes()
-            atomic_write(path, lambda handle: handle.write(data))
+    def _forget_old_steps(self) -> None:
+        """Keep the newest `keep_last` step_<N>.pt files (the one being written included)."""
+        self.writer.wait()
         numbered = sorted(
             (int(m.group(1)), p)
             for p in self.dirpath.glob("step_*.pt")

@@ -274,9 +274,14 @@ def load_synthetic(
     n_informative: int = 10,
     n_classes: int = 4,
     class_sep: float = 1.0,
+    image_shape: list[int] | None = None,
     **options: Any,
 ) -> DataBundle:
-    """A generated classification task (scikit-learn's make_classification)."""
+    """A generated classification task (scikit-learn's make_classification).
+
+    `image_shape` (e.g. [1, 8, 8] for 64 features) serves the rows as images, for models
+    that take images.
+    """
     features, labels = sk_datasets.make_classification(
         n_samples=n_samples,
         n_features=n_features,
@@ -288,7 +293,13 @@ def load_synthetic(
     )
     names = [str(c) for c in range(n_classes)]
     return split_and_scale(
-        features, labels, name="synthetic", seed=seed, class_names=names, **options
+        features,
+        labels,
+        name="synthetic",
+        seed=seed,
+        class_names=names,
+        image_shape=tuple(image_shape) if image_shape else None,
+        **options,
     )
 
 

@@ -1,0 +1,736 @@
+"""trainlab against hand-written PyTorch loops (and Lightning), side by side.
+
+    python scripts/bench.py                        # everything: ~6 minutes on 2 CPU cores
+    python scripts/bench.py --models mlp --batch-sizes 64 --rounds 5
+    python scripts/bench.py --skip-process         # training throughput only
+    python scripts/bench.py --skip-throughput      # whole-process wall time only
+    python scripts/bench.py --json bench.json      # also write every figure as JSON
+
+Throughput. For each model and batch size one process trains the same model (one
+instance each, built from the same config and seed) on the same in-memory data with each
+contender, one epoch per round, the contenders taking turns round after round:
+
+    trainlab     `trainlab.cli.build` + `Trainer.fit` as a user runs it: the default
+                 callbacks (checkpoints every epoch, early stopping, LR monitor, figures,
+                 progress display), TensorBoard logging and all metrics on
+    sliced       a hand-written loop slicing tensors on the device
+    dataloader   a hand-written `DataLoader` loop (pinned memory, non-blocking copies)
+    lightning    PyTorch Lightning with its defaults, when it is installed
+
+An epoch is training plus validation. Reported: samples/s (training samples per second
+of the round's wall time; median and min-max over the rounds after a warm-up round), the
+ratio of each to `sliced`, and the per-step overhead against `sliced` in microseconds.
+Each contender runs in a thread of its own and only one runs at a time, so every one
+gets the whole machine for its rounds.
+
+Process. `python train.py trainer.max_epochs=20` (the default digits MLP) against the same
+work written by hand (imports, data, 20 epochs with validation, TensorBoard logging, a
+saved model, exit) and against Lightning, each in its own process, alternating: whole
+wall time, time from launch to the end of the first optimizer step, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# The probe below reports to the bench from inside another process through these.
+LAUNCHED_AT, PROBE_FILE = "TRAINLAB_BENCH_LAUNCHED_AT", "TRAINLAB_BENCH_PROBE_FILE"
+
+MODELS = {
+    "mlp": ["model=mlp", "model.hidden_sizes=[256,256]"],  # 64-256-256-10
+    "cnn": ["model=cnn"],  # two conv blocks, 32 and 64 channels
+    "transformer": ["model=transformer"],  # 2 layers, d_model 64, 8 row tokens
+}
+
+
+# ------------------------------------------------------------------------- throughput
+class Finished(Exception):
+    """Raised inside a contender at a pause once the bench has all its rounds."""
+
+
+class Contender:
+    """Runs `train(pause)` in a thread of its own, one epoch per turn.
+
+    The training code calls `pause()` at the end of each epoch: that hands control back
+    to the bench, which resumes it for its next round. Only one contender runs at a time.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        train: Callable[[Callable[[], None]], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.name, self.train, self.clock = name, train, clock
+        self.epoch_times: list[float] = []
+        self.error: BaseException | None = None
+        self.threads = 0  # torch threads this contender trains with (set in its thread)
+        self._go, self._paused = threading.Semaphore(0), threading.Semaphore(0)
+        self._resumed_at = 0.0
+        self._stop = False
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def _main(self) -> None:
+        self._go.acquire()
+        self._resumed_at = self.clock()
+        try:
+            self.train(self.pause)
+        except Finished:
+            pass
+        except BaseException as ex:  # reported by the bench's thread
+            self.error = ex
+        self._stop = True
+        self._paused.release()
+
+    def pause(self) -> None:
+        self.epoch_times.append(self.clock() - self._resumed_at)
+        self._paused.release()
+        self._go.acquire()
+        if self._stop:
+            raise Finished
+        # torch keeps the thread count per thread for OpenMP: set ours again.
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self._resumed_at = self.clock()
+
+    def round(self) -> None:
+        if not self._thread.is_alive() and not self._stop:
+            self._thread.start()
+        if self._stop:
+            return
+        self._go.release()
+        self._paused.acquire()
+        if self.error is not None:
+            raise RuntimeError(f"{self.name} failed: {self.error!r}") from self.error
+
+    def finish(self) -> None:
+        if self._thread.is_alive():
+            self._stop = True
+            self._go.release()
+            self._thread.join()
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from trainlab.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One model at one batch size: every contender, `args.rounds` timed rounds each."""
+    import torch
+    from hydra.utils import instantiate
+
+    from trainlab.cli import resolve_device
+    from trainlab.losses import num_outputs
+    from trainlab.models import build_model
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench_{model}_{batch_size}_"))
+    device = resolve_device(args.device)
+    overrides = [
+        "data=synthetic",
+        f"data.n_samples={args.samples}",
+        "data.n_features=64",
+        "data.n_informative=32",
+        "data.n_classes=10",
+        "data.image_shape=[1,8,8]",
+        "data.val_fraction=0.1",
+        "data.test_fraction=0.1",
+        f"data.batch_size={batch_size}",
+        *MODELS[model],
+        f"trainer.device={args.device}",
+        "trainer.max_epochs=1000000",  # the bench ends the run
+        "callbacks.early_stopping.patience=1000000",  # ... not early stopping
+        "seed=0",
+    ]
+    cfg = compose([*overrides, f"paths.output_dir={workdir / 'trainlab'}"])
+    data = instantiate(cfg.data, seed=0, _convert_="all").to(device)
+    default_threads = torch.get_num_threads()
+
+    def new_model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model(cfg.model, data.info, num_outputs(cfg.loss, data)).to(device)
+
+    def trainlab_loop(contender: Contender) -> Callable:
+        def train(pause: Callable[[], None]) -> None:
+            import logging
+
+            from trainlab.callbacks.base import Callback
+            from trainlab.cli import build
+
+            # What Hydra does for a run: the progress lines go to train.log.
+            log = logging.getLogger("trainlab")
+            log.setLevel(logging.INFO)
+            log.addHandler(logging.FileHandler(workdir / "trainlab.log"))
+            log.propagate = False
+
+            class Pause(Callback):
+                def on_epoch_end(self, trainer, state) -> None:
+                    pause()
+
+            exp = build(cfg)
+            contender.threads = torch.get_num_threads()  # what trainlab chose
+            exp.trainer.callbacks.append(Pause())
+            try:
+                exp.trainer.fit(exp.train, exp.val)
+            finally:
+                if exp.trainer.logger is not None:
+                    exp.trainer.logger.close()
+
+        return train
+
+    def sliced_loop(contender: Contender) -> Callable:
+        def train(pause: Callable[[], None]) -> None:
+            contender.threads = default_threads
+            torch.set_num_threads(default_threads)
+            net = new_model()
+            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+            x, y = data.train.inputs, data.train.targets
+            while True:
+                net.train()
+                order = torch.randperm(len(x), device=device)
+                for start in range(0, len(x), batch_size):
+                    rows = order[start : start + batch_size]
+                    loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                validate(net, data.val.inputs, data.val.targets)
+                pause()
+
+        return train
+
+    def dataloader_loop(contender: Contender) -> Callable:
+        def train(pause: Callable[[], None]) -> None:
+            from torch.utils.data import DataLoader, TensorDataset
+
+            contender.threads = default_threads
+            torch.set_num_threads(default_threads)
+            net = new_model()
+            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+            cuda = device.type == "cuda"
+            train_set = TensorDataset(data.train.inputs.cpu(), data.train.targets.cpu())
+            loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, pin_memory=cuda)
+            while True:
+                net.train()
+                for inputs, targets in loader:
+                    inputs = inputs.to(device, non_blocking=True)
+                    targets = targets.to(device, non_blocking=True)
+                    loss = torch.nn.functional.cross_entropy(net(inputs), targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                validate(net, data.val.inputs, data.val.targets)
+                pause()
+
+        return train
+
+    def lightning_loop(contender: Contender) -> Callable:
+        def train(pause: Callable[[], None]) -> None:
+            contender.threads = default_threads
+            torch.set_num_threads(default_threads)
+            run_lightning(
+                new_model(),
+                (data.train.inputs.cpu(), data.train.targets.cpu()),
+                (data.val.inputs.cpu(), data.val.targets.cpu()),
+                batch_size,
+                device,
+                workdir / "lightning",
+                pause=pause,
+            )
+
+        return train
+
+    contenders = []
+    for name, loop in (
+        ("trainlab", trainlab_loop),
+        ("sliced", sliced_loop),
+        ("dataloader", dataloader_loop),
+        ("lightning", lightning_loop),
+    ):
+        if name == "lightning" and not args.lightning:
+            continue
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        contender = Contender(name, lambda pause: None, clock)
+        contender.train = loop(contender)
+        contenders.append(contender)
+    peak: dict[str, int] = {}
+    try:
+        for index in range(args.warmup + args.rounds):
+            # A different contender first each round, so slow drifts spread evenly.
+            shift = index % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                with quiet(contender.name == "lightning"):
+                    contender.round()
+                if device.type == "cuda":
+                    peak[contender.name] = max(
+                        peak.get(contender.name, 0), torch.cuda.max_memory_allocated()
+                    )
+    finally:
+        for contender in contenders:
+            with quiet(contender.name == "lightning"):
+                contender.finish()
+        torch.set_num_threads(default_threads)
+
+    train_samples = len(data.train)
+    steps = math.ceil(train_samples / batch_size)
+    result: dict[str, Any] = {
+        "model": model,
+        "batch_size": batch_size,
+        "train_samples": train_samples,
+        "steps_per_epoch": steps,
+        "contenders": {},
+    }
+    for contender in contenders:
+        times = contender.epoch_times[args.warmup :]
+        rates = [train_samples / t for t in times]
+        result["contenders"][contender.name] = {
+            "samples_per_s": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "epoch_s": statistics.median(times),
+            "threads": contender.threads,
+            "peak_memory_mb": peak[contender.name] / 2**20 if contender.name in peak else None,
+        }
+    base = result["contenders"]["sliced"]
+    for entry in result["contenders"].values():
+        entry["ratio"] = entry["samples_per_s"] / base["samples_per_s"]
+        entry["overhead_us_per_step"] = (entry["epoch_s"] - base["epoch_s"]) / steps * 1e6
+    return result
+
+
+def validate(net, inputs, targets) -> float:
+    """What a hand-written loop does after each epoch: validation loss and accuracy."""
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        total, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        for start in range(0, len(inputs), 1024):
+            outputs = net(inputs[start : start + 1024])
+            labels = targets[start : start + 1024]
+            total = total + torch.nn.functional.cross_entropy(outputs, labels, reduction="sum")
+            correct = correct + (outputs.argmax(dim=1) == labels).sum()
+    return (correct / len(inputs)).item()
+
+
+def run_lightning(net, train, val, batch_size, device, root, *, epochs=None, pause=None):
+    """Lightning with its defaults: logger, checkpointing, progress bar, model summary."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Classifier(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, index):
+            inputs, targets = batch
+            loss = torch.nn.functional.cross_entropy(self.net(inputs), targets)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, index):
+            inputs, targets = batch
+            outputs = self.net(inputs)
+            self.log("val_loss", torch.nn.functional.cross_entropy(outputs, targets))
+            self.log("val_acc", (outputs.argmax(dim=1) == targets).float().mean())
+
+        def test_step(self, batch, index):
+            inputs, targets = batch
+            outputs = self.net(inputs)
+            self.log("test_acc", (outputs.argmax(dim=1) == targets).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class Pause(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            probe_first_step()
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            if pause is not None:
+                pause()
+
+    cuda = device.type == "cuda"
+    trainer = L.Trainer(
+        max_epochs=epochs or -1,
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        default_root_dir=str(root),
+        callbacks=[Pause()],
+    )
+    trainer.fit(
+        Classifier(),
+        DataLoader(TensorDataset(*train), batch_size=batch_size, shuffle=True, pin_memory=cuda),
+        DataLoader(TensorDataset(*val), batch_size=1024, pin_memory=cuda),
+    )
+    return trainer
+
+
+class quiet:
+    """Send stdout and stderr to /dev/null (Lightning's progress bar) while it runs."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+    def __enter__(self) -> None:
+        if self.active:
+            self.saved = sys.stdout, sys.stderr
+            sys.stdout = sys.stderr = open(os.devnull, "w")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            sys.stdout.close()
+            sys.stdout, sys.stderr = self.saved
+
+
+# ---------------------------------------------------------------------------- process
+_probed = False
+
+
+def probe_first_step() -> None:
+    """Called after every optimizer step: the first time, report the seconds since the
+    process was launched (`FirstStepProbe` calls it in trainlab's process)."""
+    global _probed
+    if _probed or PROBE_FILE not in os.environ:
+        return
+    _probed = True
+    seconds = time.time() - float(os.environ[LAUNCHED_AT])
+    Path(os.environ[PROBE_FILE]).write_text(f"{seconds:.4f}")
+
+
+def digits_splits():
+    """The default experiment's data, as a hand-written script prepares it."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    digits = load_digits()
+    features, labels = digits.data, digits.target
+    rows = np.arange(len(labels))
+    rest, test = train_test_split(rows, test_size=0.15, random_state=42, stratify=labels)
+    train, val = train_test_split(
+        rest, test_size=0.15 / 0.85, random_state=42, stratify=labels[rest]
+    )
+    scaler = StandardScaler().fit(features[train])
+
+    def split(index):
+        inputs = torch.as_tensor(scaler.transform(features[index]), dtype=torch.float32)
+        return inputs, torch.as_tensor(labels[index])
+
+    return split(train), split(val), split(test)
+
+
+def digits_mlp():
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(256, 128), nn.ReLU(), nn.Dropout(0.1),
+        nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def handwritten_process(epochs: int, out_dir: Path) -> None:
+    """The default experiment written by hand: 20 epochs of the digits MLP, validation
+    each epoch, losses and accuracy to TensorBoard, the model saved, test accuracy."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(42)
+    (x, y), (val_x, val_y), (test_x, test_y) = digits_splits()
+    net = digits_mlp()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    writer = SummaryWriter(str(out_dir / "tb"))
+    step = 0
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(x))
+        losses = []
+        for start in range(0, len(x), 64):
+            rows = order[start : start + 64]
+            loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            probe_first_step()
+            losses.append(loss.detach())
+        for value in torch.stack(losses).tolist():
+            step += 1
+            writer.add_scalar("train/loss", value, step)
+        accuracy = validate(net, val_x, val_y)
+        writer.add_scalar("val/acc", accuracy, step)
+        print(f"epoch {epoch + 1}/{epochs}  val/acc {accuracy:.4f}", flush=True)
+    torch.save(net.state_dict(), out_dir / "model.pt")
+    print(f"test/acc {validate(net, test_x, test_y):.4f}")
+    writer.close()
+
+
+def lightning_process(epochs: int, out_dir: Path) -> None:
+    """The same work with Lightning's defaults."""
+    import torch
+
+    torch.manual_seed(42)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    train, val, test = digits_splits()
+    trainer = run_lightning(
+        digits_mlp(), train, val, 64, torch.device("cpu"), out_dir, epochs=epochs
+    )
+    trainer.test(dataloaders=DataLoader(TensorDataset(*test), batch_size=1024))
+
+
+def timed_process(command: list[str], probe: Path) -> dict[str, float]:
+    """Run `command` through a small launcher process and measure it there.
+
+    The launcher, not the bench, starts it: a child's peak-memory figure on Linux starts
+    from its parent's size at the fork, and the bench holds torch and data.
+    """
+    env = os.environ | {
+        PROBE_FILE: str(probe),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts")]),
+    }
+    measured = probe.with_suffix(".json")
+    launcher = [sys.executable, str(Path(__file__).resolve()), "--launch", str(measured)]
+    subprocess.run([*launcher, *command], cwd=ROOT, env=env, check=True)
+    result = json.loads(measured.read_text())
+    if result["returncode"] != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result['output']}")
+    return {
+        "wall_s": result["wall_s"],
+        "first_step_s": float(probe.read_text()) if probe.exists() else math.nan,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "cpu_s": result["cpu_s"],
+    }
+
+
+def launch(result_file: str, command: list[str]) -> None:
+    """The launcher: run `command`, write its wall time and peak memory to `result_file`."""
+    import resource
+
+    os.environ[LAUNCHED_AT] = repr(time.time())
+    started = time.perf_counter()
+    completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {
+        "returncode": completed.returncode,
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "output": completed.stdout.decode(errors="replace")[-3000:],
+    }
+    Path(result_file).write_text(json.dumps(result))
+
+
+def process_times(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench_process_"))
+    epochs = args.process_epochs
+    python = sys.executable
+    commands = {
+        "trainlab": lambda k: [
+            python, "train.py", f"trainer.max_epochs={epochs}",
+            f"hydra.run.dir={workdir}/trainlab_{k}",
+            "+callbacks.bench_probe._target_=bench_probe.FirstStepProbe",
+        ],
+        "handwritten": lambda k: [
+            python, "scripts/bench.py", "--worker", "handwritten",
+            "--process-epochs", str(epochs), "--out", f"{workdir}/handwritten_{k}",
+        ],
+        "lightning": lambda k: [
+            python, "scripts/bench.py", "--worker", "lightning",
+            "--process-epochs", str(epochs), "--out", f"{workdir}/lightning_{k}",
+        ],
+    }  # fmt: skip
+    if not args.lightning:
+        del commands["lightning"]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+    for k in range(args.process_rounds):
+        names = list(commands)
+        shift = k % len(names)
+        for name in names[shift:] + names[:shift]:
+            probe = workdir / f"probe_{name}_{k}"
+            runs[name].append(timed_process(commands[name](k), probe))
+    result = {}
+    for name, measured in runs.items():
+        result[name] = {
+            key: {
+                "median": statistics.median(m[key] for m in measured),
+                "min": min(m[key] for m in measured),
+                "max": max(m[key] for m in measured),
+            }
+            for key in measured[0]
+        }
+    base = result["handwritten"]["wall_s"]["median"]
+    for entry in result.values():
+        entry["wall_ratio"] = entry["wall_s"]["median"] / base
+    return {"epochs": epochs, "contenders": result}
+
+
+def startup_times(rounds: int) -> dict[str, float]:
+    """`train.py --help` and a config error: both must return without importing torch."""
+    measured: dict[str, list[float]] = {"--help": [], "config error": []}
+    for _ in range(rounds):
+        for name, extra in (("--help", ["--help"]), ("config error", ["optim.lr=fast"])):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "train.py", *extra], cwd=ROOT, capture_output=True, check=False
+            )
+            measured[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in measured.items()}
+
+
+# ----------------------------------------------------------------------------- report
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def report_throughput(results: list[dict[str, Any]]) -> None:
+    names = list(results[0]["contenders"])
+    print("\nTraining throughput: samples/s, median [min-max] over rounds; ratio to sliced")
+    print("| model | batch | " + " | ".join(names) + " | trainlab overhead/step |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    for result in results:
+        cells = []
+        for name in names:
+            entry = result["contenders"][name]
+            cells.append(
+                f"{entry['samples_per_s']:,.0f} [{entry['min']:,.0f}-{entry['max']:,.0f}] "
+                f"**{entry['ratio']:.2f}x**"
+            )
+        overhead = result["contenders"]["trainlab"]["overhead_us_per_step"]
+        print(
+            f"| {result['model']} | {result['batch_size']} | "
+            + " | ".join(cells)
+            + f" | {overhead:+.0f} µs |"
+        )
+    threads = {n: results[0]["contenders"][n]["threads"] for n in names}
+    print("torch threads: " + ", ".join(f"{n} {t}" for n, t in threads.items()))
+    if any(e["peak_memory_mb"] for r in results for e in r["contenders"].values()):
+        print("peak CUDA memory (MB): " + "; ".join(
+            f"{r['model']}/{r['batch_size']}: " + ", ".join(
+                f"{n} {e['peak_memory_mb']:.0f}" for n, e in r["contenders"].items()
+            ) for r in results
+        ))  # fmt: skip
+
+
+def report_process(result: dict[str, Any], startup: dict[str, float]) -> None:
+    print(f"\nWhole process, digits MLP, {result['epochs']} epochs: median [min-max]")
+    print(
+        "| | wall time | ratio to hand-written | first step after launch | CPU time | peak memory |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, entry in result["contenders"].items():
+        wall, first, rss = entry["wall_s"], entry["first_step_s"], entry["peak_rss_mb"]
+        print(
+            f"| {name} | {wall['median']:.2f} s [{wall['min']:.2f}-{wall['max']:.2f}] | "
+            f"**{entry['wall_ratio']:.2f}x** | {first['median']:.2f} s | "
+            f"{entry['cpu_s']['median']:.2f} s | {rss['median']:.0f} MB |"
+        )
+    print(
+        f"`python train.py --help` {startup['--help']:.2f} s, "
+        f"a config error {startup['config error']:.2f} s"
+    )
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--launch"]:
+        return launch(sys.argv[2], sys.argv[3:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mlp,cnn,transformer")
+    parser.add_argument("--batch-sizes", default="64,512")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (epochs) each")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed first rounds")
+    parser.add_argument("--samples", type=int, default=20480, help="rows of generated data")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: time rounds by the process's CPU time, for a busy machine (with "
+        "OMP_NUM_THREADS=1: CPU time is then the work done); wall: what users see",
+    )
+    parser.add_argument("--process-rounds", type=int, default=5)
+    parser.add_argument("--process-epochs", type=int, default=20)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-process", action="store_true")
+    parser.add_argument("--no-lightning", dest="lightning", action="store_false")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker is not None:  # one process of the process comparison
+        args.out.mkdir(parents=True, exist_ok=True)
+        worker = handwritten_process if args.worker == "handwritten" else lightning_process
+        worker(args.process_epochs, args.out)
+        return
+
+    sys.path.insert(0, str(ROOT / "src"))
+    if args.lightning:
+        try:
+            import lightning  # noqa: F401
+        except ImportError:
+            print("lightning is not installed: comparing without it (pip install lightning)")
+            args.lightning = False
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    print(f"{report['date']}, {report['machine']}")
+    if not args.skip_throughput:
+        results = []
+        for model in args.models.split(","):
+            for batch_size in map(int, args.batch_sizes.split(",")):
+                print(f"  {model}, batch {batch_size} ...", flush=True)
+                results.append(throughput(model, batch_size, args))
+        report["throughput"] = results
+        report_throughput(results)
+    if not args.skip_process:
+        report["process"] = process_times(args)
+        report["startup"] = startup_times(args.process_rounds)
+        report_process(report["process"], report["startup"])
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
