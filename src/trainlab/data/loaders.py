@@ -59,7 +59,7 @@ class EpochBatchSampler(Sampler[np.ndarray]):
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.num_batches - self.start
+        return max(self.num_batches - self.start, 0)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.shuffle:
