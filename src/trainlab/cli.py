@@ -21,7 +21,10 @@ from trainlab.errors import ConfigError, Preempted, TrainlabError
 from trainlab.optuna_study import TRIAL_KEY
 
 if TYPE_CHECKING:
+    import torch
+
     from trainlab.callbacks import OptunaPruning
+    from trainlab.data import DataBundle
 
 log = logging.getLogger("trainlab")
 
@@ -330,7 +333,7 @@ def wanted_by(target: str, **available: Any) -> dict[str, Any]:
     return {name: value for name, value in available.items() if name in parameters}
 
 
-def place_data(data, device, trainer_cfg: DictConfig):
+def place_data(data: DataBundle, device: torch.device, trainer_cfg: DictConfig) -> DataBundle:
     """Put the data where `trainer.loader` says batches come from: on the device
     (tensors), or in host memory behind a DataLoader (dataloader)."""
     from trainlab.data.loaders import choose_loader, use_pin_memory

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,6 @@ from trainlab.data.batches import Batches, epoch_order
 
 log = logging.getLogger("trainlab")
 
-LOADERS = ("auto", "tensors", "dataloader")
 # loader=auto keeps the data on a CUDA device when it takes less than this share of the
 # free memory: the model, its activations and the optimizer state need the rest.
 DEVICE_SHARE = 0.25
@@ -89,7 +89,7 @@ class LoaderBatches(Batches):
         device: torch.device,
         num_workers: int = 0,
         pin_memory: bool = False,
-        **options,
+        **options: Any,
     ) -> None:
         super().__init__(inputs, targets, batch_size, **options)
         self._device = torch.device(device)
