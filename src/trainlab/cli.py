@@ -21,7 +21,10 @@ from trainlab.errors import ConfigError, Preempted, TrainlabError
 from trainlab.optuna_study import TRIAL_KEY
 
 if TYPE_CHECKING:
+    import torch
+
     from trainlab.callbacks import OptunaPruning
+    from trainlab.data import DataBundle
 
 log = logging.getLogger("trainlab")
 
@@ -80,16 +83,17 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
             log.info(f"seed=null: drew seed {seed} (pass seed={seed} to repeat this run)")
     seed_everything(seed)
 
+    trainer_cfg = cfg.trainer
     folding = {"fold": fold} if fold is not None else {}
-    data = instantiate(cfg.data, seed=seed, _convert_="all", **folding).to(device)
+    data = instantiate(cfg.data, seed=seed, _convert_="all", **folding)
+    data = place_data(data, device, trainer_cfg)
     info = data.info
     cfg.objective = resolve_objective(cfg.objective, info.task)
     validate_metrics(cfg, info.task)
-    loss_fn, l1 = build_loss(cfg.loss, data)
+    loss_fn, l1 = build_loss(cfg.loss, data, device)
     model = build_model(cfg.model, info, num_outputs(cfg.loss, data)).to(device)
     optimizer = build_optimizer(cfg.optim, model)
 
-    trainer_cfg = cfg.trainer
     train = data.train_batches(seed, limit=trainer_cfg.limit_train_batches)
     steps = Trainer.steps_per_epoch(len(train), trainer_cfg.accumulate_grad_batches)
     schedule = build_schedule(
@@ -327,6 +331,18 @@ def wanted_by(target: str, **available: Any) -> dict[str, Any]:
 
     parameters = inspect.signature(get_object(target)).parameters
     return {name: value for name, value in available.items() if name in parameters}
+
+
+def place_data(data: DataBundle, device: torch.device, trainer_cfg: DictConfig) -> DataBundle:
+    """Put the data where `trainer.loader` says batches come from: on the device
+    (tensors), or in host memory behind a DataLoader (dataloader)."""
+    from trainlab.data.loaders import choose_loader, use_pin_memory
+
+    loader = choose_loader(trainer_cfg.loader, data.nbytes, device, trainer_cfg.num_workers)
+    if loader == "tensors":
+        return data.to(device)
+    pin_memory = use_pin_memory(trainer_cfg.pin_memory, device)
+    return data.stream_to(device, num_workers=trainer_cfg.num_workers, pin_memory=pin_memory)
 
 
 def resolve_device(name: str):

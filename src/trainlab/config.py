@@ -87,7 +87,7 @@ def _class_weight(value: Any) -> str | None:
     return "must be null, 'balanced', or a list of positive numbers (one per class)"
 
 
-def _bar(value: Any) -> str | None:
+def _auto_or_bool(value: Any) -> str | None:
     return None if value in ("auto", True, False) else "must be one of: auto, true, false"
 
 
@@ -392,7 +392,7 @@ class FiguresSchema:
 
 @dataclass
 class ProgressSchema:
-    bar: Any = spec("auto", check=_bar)
+    bar: Any = spec("auto", check=_auto_or_bool)
 
 
 @dataclass
@@ -414,6 +414,9 @@ class TrainerSchema:
     nan_policy: str = spec("stop", choices=("stop", "skip"))
     max_skipped_steps: int = spec(10, ge=0)
     detect_anomaly: bool = spec(False)
+    loader: str = spec("auto", choices=("auto", "tensors", "dataloader"))
+    num_workers: int = spec(0, ge=0)
+    pin_memory: Any = spec("auto", check=_auto_or_bool)
 
 
 @dataclass

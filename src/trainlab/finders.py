@@ -170,13 +170,12 @@ def find_batch_size(
     """
     trainer, train = exp.trainer, exp.train
     model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
-    cuda = train.inputs.is_cuda
+    cuda = train.device.type == "cuda"
     throughput: dict[int, float | None] = {}
     with restored(model, optimizer):
         model.train()
-        for size in sorted(c for c in candidates if c <= len(train.inputs)):
-            rows = torch.arange(size, device=train.inputs.device)
-            inputs, targets = train.inputs[rows], train.targets[rows]
+        for size in sorted(c for c in candidates if c <= train.num_samples):
+            inputs, targets = train.example(size)
             try:
                 for step in range(steps + 1):
                     if step == 1:  # the first step warms up caches and allocators
@@ -221,7 +220,7 @@ def run_batch_size_find(exp, options, cfg) -> int:
     payload = {
         "batch_size": best,
         "rule": "largest that fits in GPU memory"
-        if exp.train.inputs.is_cuda
+        if exp.train.device.type == "cuda"
         else "fastest (samples/s) on CPU",
         "samples_per_second": {str(k): v for k, v in throughput.items()},
         "scale_lr": options.scale_lr,

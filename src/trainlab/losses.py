@@ -70,8 +70,9 @@ def class_weights(setting: Any, targets: torch.Tensor, num_classes: int) -> torc
     return weights
 
 
-def build_loss(cfg: DictConfig, data: DataBundle) -> tuple[nn.Module, float]:
-    """The loss module and the L1 penalty strength (applied to weights during training)."""
+def build_loss(cfg: DictConfig, data: DataBundle, device: torch.device) -> tuple[nn.Module, float]:
+    """The loss module (class weights on `device`) and the L1 penalty strength (applied to
+    weights during training)."""
     check_loss_fits(cfg, data.info.task)
     options = OmegaConf.to_container(cfg, resolve=True)
     setting = options.pop("class_weight", None)
@@ -79,7 +80,6 @@ def build_loss(cfg: DictConfig, data: DataBundle) -> tuple[nn.Module, float]:
     weights = class_weights(setting, data.train.targets, max(data.info.num_classes, 1))
     extra: dict[str, torch.Tensor] = {}
     if weights is not None:
-        device = data.train.targets.device
         if options["_target_"] == "trainlab.losses.BCEWithLogitsLoss":
             extra["pos_weight"] = (weights[1] / weights[0]).reshape(1).to(device)
         else:

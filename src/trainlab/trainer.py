@@ -20,7 +20,7 @@ from torch import nn
 
 from trainlab import preemption
 from trainlab.callbacks.base import Callback
-from trainlab.data.batches import TensorBatches
+from trainlab.data.batches import Batches
 from trainlab.errors import DivergenceError
 from trainlab.metrics import TaskMetrics
 from trainlab.optim import Schedule, current_lr
@@ -103,11 +103,11 @@ class Trainer:
         return math.ceil(batches / accumulate)
 
     # ---------------------------------------------------------------------------- fit
-    def fit(self, train: TensorBatches, val: TensorBatches) -> TrainState:
+    def fit(self, train: Batches, val: Batches) -> TrainState:
         state = self.state
         self.batches_per_epoch = len(train)
-        self.example_input = train.inputs[:2]
-        device = train.inputs.device
+        self.example_input, _ = train.example(2)
+        device = train.device
         self._emit("on_fit_start")
         for epoch in range(self.start_epoch, self.max_epochs):
             if state.should_stop:
@@ -202,7 +202,7 @@ class Trainer:
         return norm
 
     # ---------------------------------------------------------------------- evaluate
-    def test(self, batches: TensorBatches) -> dict[str, float]:
+    def test(self, batches: Batches) -> dict[str, float]:
         """Evaluate on the test split, keep its outputs for callbacks, emit `on_test_end`."""
         values = self.evaluate(batches, "test", keep_outputs=True)
         self._emit("on_test_end")
@@ -210,12 +210,12 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(
-        self, batches: TensorBatches, prefix: str, keep_outputs: bool = False
+        self, batches: Batches, prefix: str, keep_outputs: bool = False
     ) -> dict[str, float]:
         """Mean loss and every metric over `batches`, as `{prefix}/{name}` floats."""
         was_training = self.model.training
         self.model.eval()
-        total_loss = torch.zeros((), device=batches.inputs.device)
+        total_loss = torch.zeros((), device=batches.device)
         count = 0
         if self.metrics is not None:
             self.metrics.reset()

@@ -15,7 +15,8 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from trainlab.data.augment import ImageAugment
-from trainlab.data.batches import TensorBatches
+from trainlab.data.batches import Batches, TensorBatches
+from trainlab.data.loaders import LoaderBatches
 from trainlab.errors import TrainlabError
 
 TASKS = ("multiclass", "binary", "regression")
@@ -69,7 +70,10 @@ class Split:
 class DataBundle:
     """Train / validation / test splits plus the batching settings from the config.
 
-    `train_transform` (augmentation) changes training batches only; see `TensorBatches`.
+    Batches come one of two ways: `to(device)` moves the splits to the device once, to be
+    batched there by slicing (`TensorBatches`); `stream_to(device, ...)` keeps them in host
+    memory and copies each batch over as it is used (`LoaderBatches`). `train_transform`
+    (augmentation) changes training batches only; see `Batches`.
     """
 
     train: Split
@@ -82,12 +86,30 @@ class DataBundle:
     drop_last: bool = False
     preprocessor: Any = None
     train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    # Set by `stream_to`: the DataLoader settings (device, num_workers, pin_memory).
+    streaming: dict[str, Any] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the three splits take (inputs and targets)."""
+        splits = (self.train, self.val, self.test)
+        return sum(s.inputs.nbytes + s.targets.nbytes for s in splits)
 
     def to(self, device: torch.device) -> DataBundle:
         """Move every split to `device` once, so batches are sliced where they are used."""
         for split in (self.train, self.val, self.test):
             split.inputs = split.inputs.to(device)
             split.targets = split.targets.to(device)
+        self.streaming = None
+        return self
+
+    def stream_to(
+        self, device: torch.device, num_workers: int = 0, pin_memory: bool = False
+    ) -> DataBundle:
+        """Keep every split in host memory; batches come from a DataLoader with
+        `num_workers` worker processes and are copied to `device` as they are used."""
+        self.to(torch.device("cpu"))
+        self.streaming = {"device": device, "num_workers": num_workers, "pin_memory": pin_memory}
         return self
 
     def save(self, run_dir: str | Path) -> None:
@@ -102,11 +124,10 @@ class DataBundle:
         if hasattr(self.preprocessor, "save"):
             self.preprocessor.save(run_dir)
 
-    def train_batches(self, seed: int, limit: int | None = None) -> TensorBatches:
+    def train_batches(self, seed: int, limit: int | None = None) -> Batches:
         size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
-        return TensorBatches(
-            self.train.inputs,
-            self.train.targets,
+        return self._batches(
+            self.train,
             size,
             shuffle=self.shuffle,
             seed=seed,
@@ -115,9 +136,13 @@ class DataBundle:
             transform=self.train_transform,
         )
 
-    def eval_batches(self, split: str, limit: int | None = None) -> TensorBatches:
-        data = getattr(self, split)
-        return TensorBatches(data.inputs, data.targets, self.eval_batch_size, limit=limit)
+    def eval_batches(self, split: str, limit: int | None = None) -> Batches:
+        return self._batches(getattr(self, split), self.eval_batch_size, limit=limit)
+
+    def _batches(self, split: Split, batch_size: int, **options: Any) -> Batches:
+        if self.streaming is None:
+            return TensorBatches(split.inputs, split.targets, batch_size, **options)
+        return LoaderBatches(split.inputs, split.targets, batch_size, **self.streaming, **options)
 
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
