@@ -160,10 +160,9 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
         *MODELS[model],
         f"trainer.device={args.device}",
         "trainer.max_epochs=1000000",  # the bench ends the run
-        "callbacks.early_stopping.patience=1000000",  # ... not early stopping
         "seed=0",
     ]
-    cfg = compose([*overrides, f"paths.output_dir={workdir / 'trainlab'}"])
+    cfg = compose([*overrides, f"paths.output_dir={workdir / 'unused'}"])
     data = instantiate(cfg.data, seed=0, _convert_="all").to(device)
     default_threads = torch.get_num_threads()
 
@@ -171,7 +170,7 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
         torch.manual_seed(0)
         return build_model(cfg.model, data.info, num_outputs(cfg.loss, data)).to(device)
 
-    def trainlab_loop(contender: Contender) -> Callable:
+    def trainlab_loop(contender: Contender, extra: list[str] = ()) -> Callable:
         def train(pause: Callable[[], None]) -> None:
             import logging
 
@@ -188,8 +187,12 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
                 def on_epoch_end(self, trainer, state) -> None:
                     pause()
 
-            exp = build(cfg)
+            folder = workdir / contender.name.replace(" ", "_")
+            exp = build(compose([*overrides, *extra, f"paths.output_dir={folder}"]))
             contender.threads = torch.get_num_threads()  # what trainlab chose
+            for callback in exp.trainer.callbacks:  # the bench ends the run, not a plateau
+                if type(callback).__name__ == "EarlyStopping":
+                    callback.patience = 10**9
             exp.trainer.callbacks.append(Pause())
             try:
                 exp.trainer.fit(exp.train, exp.val)
@@ -262,8 +265,10 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
         return train
 
     contenders = []
+    variants = [(f"trainlab {name}", extra) for name, extra in args.variant]
     for name, loop in (
         ("trainlab", trainlab_loop),
+        *((name, lambda c, extra=extra: trainlab_loop(c, extra)) for name, extra in variants),
         ("sliced", sliced_loop),
         ("dataloader", dataloader_loop),
         ("lightning", lightning_loop),
@@ -696,6 +701,15 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-process", action="store_true")
     parser.add_argument("--no-lightning", dest="lightning", action="store_false")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=lambda text: (text.split(":", 1)[0], text.split(":", 1)[1].split()),
+        metavar="NAME:OVERRIDES",
+        help="another trainlab contender with these overrides (space-separated), e.g. "
+        "--variant 'no-logger:logger=none'",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)

@@ -44,6 +44,7 @@ class Experiment:
     device: Any
     output_dir: Path
     resumed_from: Path | None = None
+    threads: str | None = None  # CPU threads, and why so many
 
 
 def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
@@ -55,7 +56,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     """
     validate(cfg)
 
-    import torch  # noqa: F401  (imported here: config errors return without it)
+    import torch  # imported here: config errors return without it
     from hydra.utils import instantiate
 
     from trainlab.callbacks import ModelCheckpoint
@@ -65,6 +66,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.models import build_model
     from trainlab.optim import build_optimizer, build_schedule
     from trainlab.seeding import resolve_seed, seed_everything
+    from trainlab.threads import choose_threads
     from trainlab.trainer import Trainer
 
     device = resolve_device(cfg.trainer.device)
@@ -95,6 +97,13 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     optimizer = build_optimizer(cfg.optim, model)
 
     train = data.train_batches(seed, limit=trainer_cfg.limit_train_batches)
+    threads = None
+    if device.type == "cpu":
+        count, why = choose_threads(
+            trainer_cfg.num_threads, model, train.example(1)[0], train.batch_size
+        )
+        torch.set_num_threads(count)
+        threads = f"{count} CPU thread{'s' * (count > 1)} ({why})"
     steps = Trainer.steps_per_epoch(len(train), trainer_cfg.accumulate_grad_batches)
     schedule = build_schedule(
         cfg.sched, optimizer, steps_per_epoch=steps, max_epochs=trainer_cfg.max_epochs
@@ -149,6 +158,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         device=device,
         output_dir=Path(cfg.paths.output_dir),
         resumed_from=source if resumed is not None else None,
+        threads=threads,
     )
 
 
@@ -200,8 +210,9 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
     log.info(
         f"training {type(trainer.model).__name__} "
         f"({count_parameters(trainer.model):,} parameters) on {len(exp.data.train)} "
-        f"{info.name} rows ({info.task}), device {exp.device}, seed {exp.seed}, "
-        f"run folder {exp.output_dir}"
+        f"{info.name} rows ({info.task}), device {exp.device}"
+        + (f", {exp.threads}" if exp.threads else "")
+        + f", seed {exp.seed}, run folder {exp.output_dir}"
     )
     if exp.resumed_from is not None:
         position = trainer.state

@@ -91,6 +91,12 @@ def _auto_or_bool(value: Any) -> str | None:
     return None if value in ("auto", True, False) else "must be one of: auto, true, false"
 
 
+def _auto_or_count(value: Any) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return "must be auto or a positive integer, e.g. 4"
+
+
 # --- data -------------------------------------------------------------------------------
 @dataclass
 class SplitSchema:
@@ -417,6 +423,7 @@ class TrainerSchema:
     loader: str = spec("auto", choices=("auto", "tensors", "dataloader"))
     num_workers: int = spec(0, ge=0)
     pin_memory: Any = spec("auto", check=_auto_or_bool)
+    num_threads: Any = spec("auto", check=_auto_or_count)
 
 
 @dataclass
