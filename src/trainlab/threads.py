@@ -38,7 +38,7 @@ def choose_threads(
     """
     if setting != "auto":
         return int(setting), f"trainer.num_threads={setting}"
-    if "OMP_NUM_THREADS" in os.environ:
+    if os.environ.get("OMP_NUM_THREADS"):
         return DEFAULT_THREADS, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
     if DEFAULT_THREADS == 1:
         return 1, "one core"
