@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -53,7 +54,7 @@ def test_learning_rate_logged_where_it_changes(run_experiment) -> None:
     rates = events.Scalars("train/lr")
     assert [s.step for s in rates] == list(range(1, steps + 1))
     assert rates[0].value == pytest.approx(1e-3)
-    assert all(a.value > b.value for a, b in zip(rates, rates[1:]))  # cosine decays
+    assert all(a.value > b.value for a, b in itertools.pairwise(rates))  # cosine decays
 
     _, run_dir = run_experiment(
         "trainer.max_epochs=4", "sched=step", "sched.step_size=2", "sched.gamma=0.1"

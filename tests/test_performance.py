@@ -1,0 +1,130 @@
+"""What keeps trainlab fast, checked for behaviour (timings live in scripts/bench.py):
+no torch import before a config is valid, the thread choice, the quick exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, SMOKE, cli_env, read_metrics
+from torch import nn
+
+from trainlab.models import CNN, MLP, RNN, Transformer
+from trainlab.threads import DEFAULT_THREADS, choose_threads, forward_flops
+
+
+def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The modules `python train.py ARGUMENTS` imports, from `python -X importtime`."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "train.py", *arguments],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    modules = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return modules, result
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["optim.lr=fast"], ["model=mlpp"]])
+def test_help_and_config_errors_do_not_import_torch(arguments) -> None:
+    modules, result = imported_modules(*arguments)
+    assert "trainlab.entry" in modules  # the measurement works
+    assert "torch" not in modules
+    assert result.returncode == (0 if arguments == ["--help"] else 2)
+
+
+def test_forward_flops_of_an_mlp_is_two_per_weight() -> None:
+    model = MLP((64,), 10, hidden_sizes=(256, 128))
+    expected = 2 * (64 * 256 + 256 * 128 + 128 * 10)
+    assert forward_flops(model, torch.randn(1, 64)) == expected
+
+
+def test_forward_flops_counts_convolutions_attention_and_recurrence() -> None:
+    image = torch.randn(1, 1, 8, 8)
+    # Conv 1->32 (3x3) on 8x8, pool to 4x4, conv 32->64 (3x3), then the 64->10 head.
+    cnn = CNN((1, 8, 8), 10, channels=(32, 64))
+    expected = 2 * (9 * 32 * 64 + 32 * 9 * 64 * 16 + 64 * 10)
+    assert forward_flops(cnn, image) == expected
+    # Eight row tokens through two layers: the attention's projections and scores count.
+    transformer = Transformer((1, 8, 8), 10, input_kind="image")
+    assert forward_flops(transformer, image) > 2 * 2 * 8 * (4 * 64 * 64 + 2 * 64 * 128)
+    lstm = RNN((1, 8, 8), 10, input_kind="image")
+    assert forward_flops(lstm, image) > 2 * 4 * lstm.rnn.hidden_size * 8 * 8
+
+
+def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    sample = torch.randn(1, 1, 8, 8)
+    mlp = MLP((1, 8, 8), 10, hidden_sizes=(256, 256))
+    count, why = choose_threads("auto", mlp, sample, batch_size=64)
+    assert (count, why) == (1, "a small model: ~11 MFLOP per forward pass") or DEFAULT_THREADS == 1
+    count, why = choose_threads("auto", CNN((1, 8, 8), 10), sample, batch_size=512)
+    assert count == DEFAULT_THREADS and "322 MFLOP" in why
+    assert choose_threads(3, mlp, sample, batch_size=64) == (3, "trainer.num_threads=3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads("auto", mlp, sample, 64) == (DEFAULT_THREADS, "OMP_NUM_THREADS=2")
+
+
+def test_counting_flops_changes_nothing_in_the_model() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sample = torch.randn(1, 4)
+    rng = torch.get_rng_state()
+    forward_flops(model, sample)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_finished_run_exits_with_everything_written(tmp_path) -> None:
+    """train.py leaves without the interpreter's teardown: nothing may be lost by it."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", *SMOKE, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "objective val/acc" in result.stdout + result.stderr  # the console has the end
+    log = (run_dir / "train.log").read_text()
+    assert log.rstrip().splitlines()[-1].startswith("objective val/acc")
+    assert read_metrics(run_dir)["steps"] == 3
+    for name in ("last.pt", "best.pt"):
+        payload = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert payload["position"]["global_step"] == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("train/loss")] == [1, 2, 3]
+    assert len(events.Scalars("test/acc")) == 1
+
+
+def test_a_profiled_run_still_writes_its_profile(tmp_path) -> None:
+    """Under a profiler (or coverage) the orderly exit stays: they write at exit."""
+    profile = tmp_path / "run.prof"
+    result = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "train.py", *SMOKE,
+         f"hydra.run.dir={tmp_path / 'run'}", "logger=none", "callbacks=none"],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import pstats
+
+    assert pstats.Stats(str(profile)).total_calls > 1000
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3
