@@ -32,6 +32,7 @@ wall time, time from launch to the end of the first optimizer step, peak memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,67 +62,31 @@ class Finished(Exception):
     """Raised inside a contender at a pause once the bench has all its rounds."""
 
 
-class Contender:
-    """Runs `train(pause)` in a thread of its own, one epoch per turn.
+class Turns:
+    """A contender's side of the turn-taking, in its own process.
 
-    The training code calls `pause()` at the end of each epoch: that hands control back
-    to the bench, which resumes it for its next round. Only one contender runs at a time.
+    The training code calls `pause()` at the end of each epoch: it reports the epoch's
+    time to the bench on the protocol stream and waits for the bench's next word, `go`
+    (train another epoch) or `stop`.
     """
 
-    def __init__(
-        self,
-        name: str,
-        train: Callable[[Callable[[], None]], None],
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.name, self.train, self.clock = name, train, clock
-        self.epoch_times: list[float] = []
-        self.error: BaseException | None = None
-        self.threads = 0  # torch threads this contender trains with (set in its thread)
-        self._go, self._paused = threading.Semaphore(0), threading.Semaphore(0)
-        self._resumed_at = 0.0
-        self._stop = False
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-
-    def _main(self) -> None:
-        self._go.acquire()
-        self._resumed_at = self.clock()
-        try:
-            self.train(self.pause)
-        except Finished:
-            pass
-        except BaseException as ex:  # reported by the bench's thread
-            self.error = ex
-        self._stop = True
-        self._paused.release()
+    def __init__(self, protocol, clock: Callable[[], float]) -> None:
+        self.protocol, self.clock = protocol, clock
+        self.resumed_at = clock()
 
     def pause(self) -> None:
-        self.epoch_times.append(self.clock() - self._resumed_at)
-        self._paused.release()
-        self._go.acquire()
-        if self._stop:
+        self.tell(f"{self.clock() - self.resumed_at!r}")
+        self.wait()
+
+    def wait(self) -> None:
+        """Until the bench says go: then the next epoch's clock starts."""
+        if sys.stdin.readline().strip() != "go":
             raise Finished
-        # torch keeps the thread count per thread for OpenMP: set ours again.
-        import torch
+        self.resumed_at = self.clock()
 
-        torch.set_num_threads(self.threads)
-        self._resumed_at = self.clock()
-
-    def round(self) -> None:
-        if not self._thread.is_alive() and not self._stop:
-            self._thread.start()
-        if self._stop:
-            return
-        self._go.release()
-        self._paused.acquire()
-        if self.error is not None:
-            raise RuntimeError(f"{self.name} failed: {self.error!r}") from self.error
-
-    def finish(self) -> None:
-        if self._thread.is_alive():
-            self._stop = True
-            self._go.release()
-            self._thread.join()
+    def tell(self, line: str) -> None:
+        self.protocol.write(line + "\n")
+        self.protocol.flush()
 
 
 def compose(overrides: list[str]):
@@ -136,20 +100,11 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One model at one batch size: every contender, `args.rounds` timed rounds each."""
-    import torch
-    from hydra.utils import instantiate
-
-    from trainlab.cli import resolve_device
-    from trainlab.losses import num_outputs
-    from trainlab.models import build_model
-
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench_{model}_{batch_size}_"))
-    device = resolve_device(args.device)
-    overrides = [
+def bench_overrides(model: str, batch_size: int, samples: int, device: str) -> list[str]:
+    """The config every contender trains: trainlab's defaults on generated 8x8 images."""
+    return [
         "data=synthetic",
-        f"data.n_samples={args.samples}",
+        f"data.n_samples={samples}",
         "data.n_features=64",
         "data.n_informative=32",
         "data.n_classes=10",
@@ -158,149 +113,216 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
         "data.test_fraction=0.1",
         f"data.batch_size={batch_size}",
         *MODELS[model],
-        f"trainer.device={args.device}",
+        f"trainer.device={device}",
         "trainer.max_epochs=1000000",  # the bench ends the run
         "seed=0",
     ]
-    cfg = compose([*overrides, f"paths.output_dir={workdir / 'unused'}"])
-    data = instantiate(cfg.data, seed=0, _convert_="all").to(device)
-    default_threads = torch.get_num_threads()
+
+
+def contender_main(args: argparse.Namespace) -> None:
+    """One contender's process: set up, then train an epoch whenever the bench says go."""
+    # The protocol keeps the real stdout; what the training prints goes to stderr.
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+    from hydra.utils import instantiate
+
+    from trainlab.cli import resolve_device
+    from trainlab.losses import num_outputs
+    from trainlab.models import build_model
+
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    turns = Turns(protocol, clock)
+    name, batch_size = args.contender, args.batch_size
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench_{name}_"))
+    device = resolve_device(args.device)
+    overrides = bench_overrides(args.model, batch_size, args.samples, args.device)
+    cfg = compose([*overrides, f"paths.output_dir={workdir / 'run'}"])
 
     def new_model() -> torch.nn.Module:
         torch.manual_seed(0)
         return build_model(cfg.model, data.info, num_outputs(cfg.loss, data)).to(device)
 
-    def trainlab_loop(contender: Contender, extra: list[str] = ()) -> Callable:
-        def train(pause: Callable[[], None]) -> None:
-            import logging
+    if name.startswith("trainlab"):
+        import logging
 
-            from trainlab.callbacks.base import Callback
-            from trainlab.cli import build
+        from trainlab.callbacks.base import Callback
+        from trainlab.cli import build
 
-            # What Hydra does for a run: the progress lines go to train.log.
-            log = logging.getLogger("trainlab")
-            log.setLevel(logging.INFO)
-            log.addHandler(logging.FileHandler(workdir / "trainlab.log"))
-            log.propagate = False
+        # What Hydra does for a run: the progress lines go to train.log.
+        log = logging.getLogger("trainlab")
+        log.setLevel(logging.INFO)
+        log.addHandler(logging.FileHandler(workdir / "train.log"))
+        log.propagate = False
 
-            class Pause(Callback):
-                def on_epoch_end(self, trainer, state) -> None:
-                    pause()
+        class Pause(Callback):
+            def on_train_step_end(self, trainer, state) -> None:
+                probe_first_step()
 
-            folder = workdir / contender.name.replace(" ", "_")
-            exp = build(compose([*overrides, *extra, f"paths.output_dir={folder}"]))
-            contender.threads = torch.get_num_threads()  # what trainlab chose
-            for callback in exp.trainer.callbacks:  # the bench ends the run, not a plateau
-                if type(callback).__name__ == "EarlyStopping":
-                    callback.patience = 10**9
-            exp.trainer.callbacks.append(Pause())
-            try:
-                exp.trainer.fit(exp.train, exp.val)
-            finally:
-                if exp.trainer.logger is not None:
-                    exp.trainer.logger.close()
+            def on_epoch_end(self, trainer, state) -> None:
+                turns.pause()
 
-        return train
+        exp = build(compose([*overrides, *args.extra, f"paths.output_dir={workdir / 'run'}"]))
+        for callback in exp.trainer.callbacks:  # the bench ends the run, not a plateau
+            if type(callback).__name__ == "EarlyStopping":
+                callback.patience = 10**9
+        exp.trainer.callbacks.append(Pause())
+        turns.tell(f"threads {torch.get_num_threads()}")
+        try:
+            turns.wait()
+            exp.trainer.fit(exp.train, exp.val)
+        except Finished:
+            pass
+        finally:
+            if exp.trainer.logger is not None:
+                exp.trainer.logger.close()
+    else:
+        data = instantiate(cfg.data, seed=0, _convert_="all").to(device)
+        net = new_model()
+        turns.tell(f"threads {torch.get_num_threads()}")
+        loop = {"sliced": sliced_loop, "dataloader": dataloader_loop, "lightning": lightning_loop}
+        with contextlib.suppress(Finished):
+            turns.wait()
+            loop[name](net, data, batch_size, device, turns.pause, workdir)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    turns.tell(json.dumps({"cuda_peak_mb": peak, "peak_rss_mb": peak_rss_mb()}))
 
-    def sliced_loop(contender: Contender) -> Callable:
-        def train(pause: Callable[[], None]) -> None:
-            contender.threads = default_threads
-            torch.set_num_threads(default_threads)
-            net = new_model()
-            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-            x, y = data.train.inputs, data.train.targets
-            while True:
-                net.train()
-                order = torch.randperm(len(x), device=device)
-                for start in range(0, len(x), batch_size):
-                    rows = order[start : start + batch_size]
-                    loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                validate(net, data.val.inputs, data.val.targets)
-                pause()
 
-        return train
+def sliced_loop(net, data, batch_size, device, pause, workdir) -> None:
+    """(b) The hand-written loop: shuffle, slice tensors on the device, step."""
+    import torch
 
-    def dataloader_loop(contender: Contender) -> Callable:
-        def train(pause: Callable[[], None]) -> None:
-            from torch.utils.data import DataLoader, TensorDataset
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = data.train.inputs, data.train.targets
+    while True:
+        net.train()
+        order = torch.randperm(len(x), device=device)
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            loss = torch.nn.functional.cross_entropy(net(x[rows]), y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            probe_first_step()
+        validate(net, data.val.inputs, data.val.targets)
+        pause()
 
-            contender.threads = default_threads
-            torch.set_num_threads(default_threads)
-            net = new_model()
-            optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-            cuda = device.type == "cuda"
-            train_set = TensorDataset(data.train.inputs.cpu(), data.train.targets.cpu())
-            loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, pin_memory=cuda)
-            while True:
-                net.train()
-                for inputs, targets in loader:
-                    inputs = inputs.to(device, non_blocking=True)
-                    targets = targets.to(device, non_blocking=True)
-                    loss = torch.nn.functional.cross_entropy(net(inputs), targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                validate(net, data.val.inputs, data.val.targets)
-                pause()
 
-        return train
+def dataloader_loop(net, data, batch_size, device, pause, workdir) -> None:
+    """(c) The hand-written DataLoader loop, pinned memory and non-blocking copies on CUDA."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
 
-    def lightning_loop(contender: Contender) -> Callable:
-        def train(pause: Callable[[], None]) -> None:
-            contender.threads = default_threads
-            torch.set_num_threads(default_threads)
-            run_lightning(
-                new_model(),
-                (data.train.inputs.cpu(), data.train.targets.cpu()),
-                (data.val.inputs.cpu(), data.val.targets.cpu()),
-                batch_size,
-                device,
-                workdir / "lightning",
-                pause=pause,
-            )
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    cuda = device.type == "cuda"
+    train_set = TensorDataset(data.train.inputs.cpu(), data.train.targets.cpu())
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, pin_memory=cuda)
+    while True:
+        net.train()
+        for inputs, targets in loader:
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            loss = torch.nn.functional.cross_entropy(net(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            probe_first_step()
+        validate(net, data.val.inputs, data.val.targets)
+        pause()
 
-        return train
 
-    contenders = []
-    variants = [(f"trainlab {name}", extra) for name, extra in args.variant]
-    for name, loop in (
-        ("trainlab", trainlab_loop),
-        *((name, lambda c, extra=extra: trainlab_loop(c, extra)) for name, extra in variants),
-        ("sliced", sliced_loop),
-        ("dataloader", dataloader_loop),
-        ("lightning", lightning_loop),
-    ):
-        if name == "lightning" and not args.lightning:
-            continue
-        clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        contender = Contender(name, lambda pause: None, clock)
-        contender.train = loop(contender)
-        contenders.append(contender)
-    peak: dict[str, int] = {}
+def lightning_loop(net, data, batch_size, device, pause, workdir) -> None:
+    """(d) PyTorch Lightning with its defaults."""
+    run_lightning(
+        net,
+        (data.train.inputs.cpu(), data.train.targets.cpu()),
+        (data.val.inputs.cpu(), data.val.targets.cpu()),
+        batch_size,
+        device,
+        workdir / "lightning",
+        pause=pause,
+    )
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class ContenderProcess:
+    """The bench's handle on a contender's process."""
+
+    def __init__(self, name: str, model: str, batch_size: int, args, extra=()) -> None:
+        self.name = name
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the process runs)
+        command = [
+            sys.executable, str(Path(__file__).resolve()), "--contender", name,
+            "--model", model, "--batch-size", str(batch_size), "--samples", str(args.samples),
+            "--device", args.device, "--clock", args.clock, *(f"--extra={o}" for o in extra),
+        ]  # fmt: skip
+        env = os.environ | {LAUNCHED_AT: repr(time.time())}
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+        )  # fmt: skip
+        self.epoch_times: list[float] = []
+        self.threads = int(self._read().split()[1])
+        self.result: dict[str, Any] = {}
+
+    def _read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            output = self.log.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} failed:\n{output}")
+        return line
+
+    def round(self) -> None:
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        self.epoch_times.append(float(self._read()))
+
+    def finish(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("stop\n")
+            self.process.stdin.flush()
+            self.result = json.loads(self._read())
+            self.process.wait()
+
+
+def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One model at one batch size: every contender, `args.rounds` timed rounds each.
+
+    Each contender trains in a process of its own: torch's OpenMP thread teams get in each
+    other's way when several loops share a process (a second team made a two-thread loop
+    3x slower here), and a process of its own is also how a user runs each of them.
+    """
+    names = ["trainlab", *(f"trainlab {n}" for n, _ in args.variant), "sliced", "dataloader"]
+    if args.lightning:
+        names.append("lightning")
+    extras = {f"trainlab {n}": extra for n, extra in args.variant}
+    contenders = [
+        ContenderProcess(name, model, batch_size, args, extras.get(name, ())) for name in names
+    ]
+    try:
+        # The first round warms up (allocations, first-call paths); then a different
+        # contender goes first each round, so slow drifts of the machine spread evenly.
         for index in range(args.warmup + args.rounds):
-            # A different contender first each round, so slow drifts spread evenly.
             shift = index % len(contenders)
             for contender in contenders[shift:] + contenders[:shift]:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                with quiet(contender.name == "lightning"):
-                    contender.round()
-                if device.type == "cuda":
-                    peak[contender.name] = max(
-                        peak.get(contender.name, 0), torch.cuda.max_memory_allocated()
-                    )
+                contender.round()
     finally:
         for contender in contenders:
-            with quiet(contender.name == "lightning"):
-                contender.finish()
-        torch.set_num_threads(default_threads)
+            contender.finish()
 
-    train_samples = len(data.train)
+    train_samples = round(args.samples * 0.8)
     steps = math.ceil(train_samples / batch_size)
     result: dict[str, Any] = {
         "model": model,
@@ -318,7 +340,8 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
             "max": max(rates),
             "epoch_s": statistics.median(times),
             "threads": contender.threads,
-            "peak_memory_mb": peak[contender.name] / 2**20 if contender.name in peak else None,
+            "peak_memory_mb": contender.result.get("cuda_peak_mb")
+            or contender.result.get("peak_rss_mb"),
         }
     base = result["contenders"]["sliced"]
     for entry in result["contenders"].values():
@@ -395,23 +418,6 @@ def run_lightning(net, train, val, batch_size, device, root, *, epochs=None, pau
         DataLoader(TensorDataset(*val), batch_size=1024, pin_memory=cuda),
     )
     return trainer
-
-
-class quiet:
-    """Send stdout and stderr to /dev/null (Lightning's progress bar) while it runs."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-
-    def __enter__(self) -> None:
-        if self.active:
-            self.saved = sys.stdout, sys.stderr
-            sys.stdout = sys.stderr = open(os.devnull, "w")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            sys.stdout.close()
-            sys.stdout, sys.stderr = self.saved
 
 
 # ---------------------------------------------------------------------------- process
@@ -712,9 +718,15 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--extra", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.contender is not None:  # one contender of the throughput comparison
+        return contender_main(args)
     if args.worker is not None:  # one process of the process comparison
         args.out.mkdir(parents=True, exist_ok=True)
         worker = handwritten_process if args.worker == "handwritten" else lightning_process
