@@ -245,6 +245,12 @@ def test_channels_last_true_trains_like_false_and_auto_is_off_on_cpu(
     assert torch.backends.cudnn.benchmark is False  # cudnn_benchmark=auto: CUDA only
 
 
+def test_channels_last_true_on_feature_data_is_refused(tmp_path) -> None:
+    cfg = compose_config("data=breast_cancer", "trainer.channels_last=true", output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"channels_last=true needs image data .* is features;"):
+        build(cfg)
+
+
 def test_cudnn_benchmark_true_is_set(tmp_path) -> None:
     build(compose_config("trainer.cudnn_benchmark=true", output_dir=tmp_path / "on"))
     assert torch.backends.cudnn.benchmark is True

@@ -93,7 +93,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     optimizer = build_optimizer(cfg.optim, model)
 
     trainer_cfg = cfg.trainer
-    channels_last = wants_channels_last(trainer_cfg.channels_last, model, device)
+    channels_last = wants_channels_last(trainer_cfg.channels_last, model, device, info.input_kind)
     cudnn_benchmark = set_cudnn_benchmark(trainer_cfg.cudnn_benchmark, device)
     speed = {
         f"precision {precision}": precision != "32",

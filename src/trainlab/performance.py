@@ -70,11 +70,18 @@ def resolve_auto(setting: Any, when_auto: bool) -> bool:
     return when_auto if setting == "auto" else bool(setting)
 
 
-def wants_channels_last(setting: Any, model: nn.Module, device: torch.device) -> bool:
-    """`auto`: on for a convolutional model (4-D image input) on CUDA, where channels-last
+def wants_channels_last(
+    setting: Any, model: nn.Module, device: torch.device, input_kind: str
+) -> bool:
+    """`auto`: on for a convolutional model on image data on CUDA, where channels-last
     convolutions run faster (tensor cores, no layout transposes); elsewhere it gains nothing."""
+    if setting is True and input_kind != "image":
+        raise ConfigError(
+            f"trainer.channels_last=true needs image data (4-D batches), but this data is "
+            f"{input_kind}; use trainer.channels_last=auto"
+        )
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return resolve_auto(setting, device.type == "cuda" and convolutional)
+    return resolve_auto(setting, device.type == "cuda" and convolutional and input_kind == "image")
 
 
 def set_cudnn_benchmark(setting: Any, device: torch.device) -> bool:
