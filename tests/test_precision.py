@@ -2,7 +2,7 @@
 guard), torch.compile and its fallback, channels-last, cudnn.benchmark; all on CPU.
 
 The CUDA branches (16-mixed through the command line, channels_last=auto and
-cudnn_benchmark=auto turning on) need a GPU and are not exercised here.
+cudnn_benchmark=auto turning on) are tested at the end, on a machine with a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -239,7 +239,8 @@ def test_channels_last_true_trains_like_false_and_auto_is_off_on_cpu(
     on_model = load_checkpoint(on_dir / "checkpoints" / "last.pt")["model"]
     assert {k: v.shape for k, v in on_model.items()} == {k: v.shape for k, v in off_model.items()}
 
-    exp = build(compose_config(*CNN_SMALL, output_dir=tmp_path))  # auto on CPU: no change
+    # auto on CPU: no change (the device is pinned, so this holds on a GPU machine too)
+    exp = build(compose_config(*CNN_SMALL, "trainer.device=cpu", output_dir=tmp_path))
     assert exp.trainer.memory_format is None
     assert second_conv(exp.trainer.model).weight.is_contiguous()
     assert torch.backends.cudnn.benchmark is False  # cudnn_benchmark=auto: CUDA only
@@ -267,7 +268,9 @@ def test_compile_without_a_cxx_compiler_falls_back_to_eager_in_one_line(tmp_path
         "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache"),
     }
     result = subprocess.run(
-        train_command("trainer.compile=true", "trainer.max_epochs=3", cwd=tmp_path),
+        train_command(
+            "trainer.compile=true", "trainer.max_epochs=3", "trainer.device=cpu", cwd=tmp_path
+        ),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -314,3 +317,29 @@ def test_finders_still_run_with_speed_settings(run_experiment) -> None:
     sizes = "batch_size_find.candidates=[32,64]"
     _, run_dir = run_experiment("mode=batch_size_find", sizes, *speed)
     assert (run_dir / "batch_size_find.json").is_file()
+
+
+# ------------------------------------------------------------------------- CUDA only
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_16_mixed_on_cuda_trains_the_cnn_and_saves_its_scaler(run_experiment) -> None:
+    _, run_dir = run_experiment("model=cnn", "trainer.max_epochs=5", "trainer.precision=16-mixed")
+    metrics = read_metrics(run_dir)
+    assert metrics["device"].startswith("cuda")
+    assert metrics["test"]["test/acc"] >= 0.9
+    scaler = load_checkpoint(run_dir / "checkpoints" / "last.pt")["scaler"]
+    assert scaler["scale"] >= 1.0 and "_growth_tracker" in scaler
+
+
+@cuda
+def test_auto_turns_channels_last_and_cudnn_benchmark_on_for_a_cnn_on_cuda(tmp_path) -> None:
+    exp = build(compose_config("model=cnn", output_dir=tmp_path / "cnn"))
+    assert exp.trainer.memory_format is torch.channels_last
+    assert second_conv(exp.trainer.model).weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.backends.cudnn.benchmark is True
+    exp = build(compose_config("model=mlp", output_dir=tmp_path / "mlp"))
+    assert exp.trainer.memory_format is None  # no convolutions
+    build(compose_config("trainer.cudnn_benchmark=false", output_dir=tmp_path / "off"))
+    assert torch.backends.cudnn.benchmark is False
