@@ -20,7 +20,7 @@ log = logging.getLogger("trainlab")
 
 # float16 gradients that overflow even with the loss scaled below 1 are not an overflow the
 # scaler can fix: the run has diverged (torch's GradScaler docs: "If the scale falls below
-# 1 ..., something is likely wrong"; DeepSpeed's fp16 optimizer stops at the same floor).
+# 1 ..., something is likely wrong"; DeepSpeed's loss scaler stops at 1 by default too).
 MIN_LOSS_SCALE = 1.0
 
 
@@ -114,8 +114,9 @@ class CompiledOrEager:
         try:
             return self.compiled(inputs)
         except torch._dynamo.exc.TorchDynamoException as ex:
-            # Nothing has run if tracing or code generation failed; a model that raises
-            # by itself raises again below, eagerly, with its own error.
+            # Tracing and code generation come before running (except for parts before a
+            # graph break, which may have run once already); a model that raises by itself
+            # raises again below, eagerly, with its own error.
             self._fall_back(ex)
             return self.model(inputs)
 

@@ -87,7 +87,7 @@ class Trainer:
         self.detect_anomaly = detect_anomaly
         # Mixed precision: forward and loss run under autocast (bfloat16 or float16);
         # float16 also scales the loss (`scaler`), bfloat16 has float32's range and need not.
-        device = next(model.parameters()).device
+        device = optimizer.param_groups[0]["params"][0].device  # where training runs
         self.precision = str(precision)
         self.autocast = autocast(self.precision, device)
         self.scaler = grad_scaler(self.precision, device)
