@@ -65,11 +65,14 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.metrics import TaskMetrics, resolve_objective
     from trainlab.models import build_model
     from trainlab.optim import build_optimizer, build_schedule
+    from trainlab.performance import check_precision, set_cudnn_benchmark, wants_channels_last
     from trainlab.seeding import resolve_seed, seed_everything
     from trainlab.threads import choose_threads
     from trainlab.trainer import Trainer
 
     device = resolve_device(cfg.trainer.device)
+    precision = str(cfg.trainer.precision)
+    check_precision(precision, device)  # before any work: 16-mixed needs CUDA
     source = runs.resume_source(cfg)
     resumed = None
     if source is not None:
@@ -96,6 +99,16 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     model = build_model(cfg.model, info, num_outputs(cfg.loss, data)).to(device)
     optimizer = build_optimizer(cfg.optim, model)
 
+    channels_last = wants_channels_last(trainer_cfg.channels_last, model, device, info.input_kind)
+    cudnn_benchmark = set_cudnn_benchmark(trainer_cfg.cudnn_benchmark, device)
+    speed = {
+        f"precision {precision}": precision != "32",
+        "torch.compile": trainer_cfg.compile,
+        "channels-last": channels_last,
+        "cudnn.benchmark": cudnn_benchmark,
+    }
+    if any(speed.values()):
+        log.info(f"speed settings: {', '.join(name for name, on in speed.items() if on)}")
     train = data.train_batches(seed, limit=trainer_cfg.limit_train_batches)
     threads = None
     if device.type == "cpu":
@@ -137,6 +150,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         nan_policy=trainer_cfg.nan_policy,
         max_skipped_steps=trainer_cfg.max_skipped_steps,
         detect_anomaly=trainer_cfg.detect_anomaly,
+        precision=precision,
+        compile_model=trainer_cfg.compile,
+        channels_last=channels_last,
         config=OmegaConf.to_container(cfg, resolve=True) | {"seed": seed},
     )
     if resumed is not None:

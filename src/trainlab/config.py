@@ -22,6 +22,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from trainlab.errors import ConfigError, did_you_mean
 from trainlab.metrics import TASK_METRICS, metric_names
 
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # Lightning's names
+
 MODES = ("train", "lr_find", "batch_size_find")
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
@@ -85,6 +87,14 @@ def _class_weight(value: Any) -> str | None:
     ):
         return None
     return "must be null, 'balanced', or a list of positive numbers (one per class)"
+
+
+def _precision(value: Any) -> str | None:
+    if value in PRECISIONS:
+        return None
+    if (newer := {"16": "16-mixed", "bf16": "bf16-mixed"}.get(value)) is not None:
+        return f"is the older name of trainer.precision={newer}: use that"
+    return f"must be one of: {', '.join(PRECISIONS)}"
 
 
 def _auto_or_bool(value: Any) -> str | None:
@@ -424,6 +434,11 @@ class TrainerSchema:
     num_workers: int = spec(0, ge=0)
     pin_memory: Any = spec("auto", check=_auto_or_bool)
     num_threads: Any = spec("auto", check=_auto_or_count)
+    # A string field: `precision: 32` (an integer in YAML) arrives as "32".
+    precision: str = spec("32", check=_precision)
+    compile: bool = spec(False)
+    channels_last: Any = spec("auto", check=_auto_or_bool)
+    cudnn_benchmark: Any = spec("auto", check=_auto_or_bool)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from trainlab.data.batches import Batches
 from trainlab.errors import DivergenceError
 from trainlab.metrics import TaskMetrics
 from trainlab.optim import Schedule, current_lr
+from trainlab.performance import MIN_LOSS_SCALE, CompiledOrEager, autocast, grad_scaler
 from trainlab.seeding import rng_state, set_rng_state
 
 # Losses stay on the device and are read back in blocks of this many steps: reading
@@ -65,6 +66,9 @@ class Trainer:
         nan_policy: str = "stop",
         max_skipped_steps: int = 10,
         detect_anomaly: bool = False,
+        precision: str = "32",
+        compile_model: bool = False,
+        channels_last: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
@@ -83,6 +87,18 @@ class Trainer:
         self.penalised = [p for p in self.trainable if p.ndim > 1] if l1 else []
         self.nan_policy, self.max_skipped_steps = nan_policy, max_skipped_steps
         self.detect_anomaly = detect_anomaly
+        # Mixed precision: forward and loss run under autocast (bfloat16 or float16);
+        # float16 also scales the loss (`scaler`), bfloat16 has float32's range and need not.
+        device = optimizer.param_groups[0]["params"][0].device  # where training runs
+        self.precision = str(precision)
+        self.autocast = autocast(self.precision, device)
+        self.scaler = grad_scaler(self.precision, device)
+        # Channels-last: NHWC weights and batches (batches drawn by index come back NCHW).
+        self.memory_format = torch.channels_last if channels_last else None
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its tensors
+        # Training calls `train_forward`; `model` is what evaluation runs and checkpoints save.
+        self.train_forward = CompiledOrEager(model) if compile_model else model
         self.config = config or {}
         self.state = TrainState()
         self.start_epoch = 0  # the epoch fit begins with; restore() moves it
@@ -156,13 +172,19 @@ class Trainer:
         return state
 
     def _forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.memory_format is not None:
+            inputs = inputs.contiguous(memory_format=self.memory_format)
         with torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else nullcontext():
-            loss = self.loss_fn(self.model(inputs), targets)
+            with self.autocast:  # forward and loss; backward runs in the dtypes they chose
+                loss = self.loss_fn(self.train_forward(inputs), targets)
             total = loss
             if self.l1:
                 total = total + self.l1 * sum(p.abs().sum() for p in self.penalised)
             # Scale so that accumulated gradients average over the batches of one step.
-            (total / self.accumulate).backward()
+            total = total / self.accumulate
+            if self.scaler is not None:  # float16: lift small gradients above underflow
+                total = self.scaler.scale(total)
+            total.backward()
         return loss.detach()
 
     def is_last_step_of_epoch(self) -> bool:
@@ -170,9 +192,17 @@ class Trainer:
 
     def _optimizer_step(self, loss: torch.Tensor) -> bool:
         """Clip, check and step; False if the step was skipped (nan_policy=skip)."""
+        if self.scaler is not None:
+            # Unscale before clipping: clipping and the NaN guard must see true gradients.
+            self.scaler.unscale_(self.optimizer)
         grad_norm = self._clip_gradients()
+        watched = [loss, grad_norm.float()]
+        if self.scaler is not None:
+            # The scale of this step: the guard tells a float16 overflow from divergence by
+            # it (read as a tensor: get_scale() would wait for the device).
+            watched.append(self.scaler._get_scale_async())
         step = self.state.global_step + 1
-        self._pending.append((step, self.state.epoch, torch.stack((loss, grad_norm.float()))))
+        self._pending.append((step, self.state.epoch, torch.stack(watched)))
         # `skip` must know before stepping, so it reads each step back (a device sync);
         # `stop` reads back in blocks and reports the first bad step of the block.
         stepped = True
@@ -183,7 +213,12 @@ class Trainer:
         if stepped:
             self._emit("on_before_optimizer_step")
             self.state.last_lr = current_lr(self.optimizer)
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)  # no update if a gradient is inf or NaN
+        if self.scaler is not None:
+            self.scaler.update()  # halve the scale after an overflow; grow it when none come
         self.optimizer.zero_grad(set_to_none=True)
         # A skipped step still advances the schedule, which keeps its planned length.
         if self.schedule is not None and self.schedule.interval == "step":
@@ -221,8 +256,13 @@ class Trainer:
             self.metrics.reset()
         kept = []
         for inputs, targets in batches:
-            outputs = self.model(inputs)
-            total_loss += self.loss_fn(outputs, targets) * len(targets)
+            if self.memory_format is not None:
+                inputs = inputs.contiguous(memory_format=self.memory_format)
+            with self.autocast:
+                outputs = self.model(inputs)
+                loss = self.loss_fn(outputs, targets)
+            outputs = outputs.float()  # metrics and kept outputs in float32 (no copy if so)
+            total_loss += loss * len(targets)
             count += len(targets)
             if self.metrics is not None:
                 self.metrics.update(outputs, targets)
@@ -260,7 +300,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
-            "scaler": None,  # the AMP GradScaler's state, once mixed precision exists
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "position": {"epoch": epoch, "batch_in_epoch": batch, "global_step": state.global_step},
             "loop": {
                 # So that the mean train/loss of an epoch resumed part-way is exact.
@@ -281,6 +321,9 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.schedule is not None and payload["scheduler"] is not None:
             self.schedule.scheduler.load_state_dict(payload["scheduler"])
+        # A run resumed with another precision starts its scaler afresh (or drops it).
+        if self.scaler is not None and payload.get("scaler") is not None:
+            self.scaler.load_state_dict(payload["scaler"])
         for callback in self.callbacks:
             if (saved := payload["callbacks"].get(type(callback).__name__)) is not None:
                 callback.load_state_dict(saved)
@@ -317,18 +360,24 @@ class Trainer:
             )
 
     def _read_back(self) -> bool:
-        """Copy the pending steps' (loss, gradient norm) to the host in one transfer, log
-        the losses, and check each step: the first non-finite one raises DivergenceError
-        (nan_policy=stop, or skip past max_skipped_steps) or is counted as skipped (skip;
-        returns False)."""
+        """Copy the pending steps' (loss, gradient norm[, loss scale]) to the host in one
+        transfer, log the losses, and check each step: the first non-finite one raises
+        DivergenceError (nan_policy=stop, or skip past max_skipped_steps) or is counted as
+        skipped (skip; returns False).
+
+        With float16 loss scaling, a non-finite gradient norm is normal: the scaler skips
+        that update itself and halves the scale. It counts as divergence only once the
+        scale is below MIN_LOSS_SCALE, where the gradients overflow even unscaled.
+        """
         if not self._pending:
             return True
         values = torch.stack([v for _, _, v in self._pending]).tolist()
         steps = [(step, epoch) for step, epoch, _ in self._pending]
         self._pending = []
         losses, loss_steps, all_finite = [], [], True
-        for (step, epoch), (loss, grad_norm) in zip(steps, values, strict=True):
-            if math.isfinite(loss) and math.isfinite(grad_norm):
+        for (step, epoch), (loss, grad_norm, *scale) in zip(steps, values, strict=True):
+            overflow = bool(scale) and scale[0] >= MIN_LOSS_SCALE  # the scaler's to handle
+            if math.isfinite(loss) and (math.isfinite(grad_norm) or overflow):
                 self._last_finite = (step, loss)
                 if step % self.log_every_n_steps == 0:
                     losses.append(loss)
@@ -337,6 +386,8 @@ class Trainer:
             what = "loss" if not math.isfinite(loss) else "gradient norm"
             value = loss if what == "loss" else grad_norm
             bad = f"the {what} is {value} at step {step} (epoch {epoch + 1})"
+            if what == "gradient norm" and scale:
+                bad += f" with the float16 loss scale down to {scale[0]:g}"
             if self.nan_policy == "stop" or self.state.skipped_steps >= self.max_skipped_steps:
                 self._log_losses(losses, loss_steps)  # what came before it
                 if self.nan_policy == "skip":
@@ -362,12 +413,11 @@ class Trainer:
             if self.clip_value
             else "clip gradients with trainer.gradient_clip_val=1.0"
         )
+        fixes = [f"Lower optim.lr (now {current_lr(self.optimizer):g})", clip]
+        if self.precision == "16-mixed":
+            fixes.append("train with trainer.precision=bf16-mixed (float32's range)")
         skip = "; trainer.nan_policy=skip skips such steps" if self.nan_policy == "stop" else ""
-        return (
-            f"training diverged: {what}; {last}. Lower optim.lr (now "
-            f"{current_lr(self.optimizer):g}), {clip}, or with mixed precision keep loss "
-            f"scaling on{skip}"
-        )
+        return f"training diverged: {what}; {last}. {', '.join(fixes[:-1])} or {fixes[-1]}{skip}"
 
     # ---------------------------------------------------------------------- helpers
     def _emit(self, event: str) -> None:
