@@ -180,8 +180,8 @@ class Trainer:
             total = loss
             if self.l1:
                 total = total + self.l1 * sum(p.abs().sum() for p in self.penalised)
-            # Scale so that accumulated gradients average over the batches of one step.
-            total = total / self.accumulate
+            if self.accumulate > 1:  # accumulated gradients average over the step's batches
+                total = total / self.accumulate
             if self.scaler is not None:  # float16: lift small gradients above underflow
                 total = self.scaler.scale(total)
             total.backward()
