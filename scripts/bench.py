@@ -658,12 +658,16 @@ def report_throughput(results: list[dict[str, Any]]) -> None:
         )
     threads = {n: results[0]["contenders"][n]["threads"] for n in names}
     print("torch threads: " + ", ".join(f"{n} {t}" for n, t in threads.items()))
-    if any(e["peak_memory_mb"] for r in results for e in r["contenders"].values()):
-        print("peak CUDA memory (MB): " + "; ".join(
-            f"{r['model']}/{r['batch_size']}: " + ", ".join(
-                f"{n} {e['peak_memory_mb']:.0f}" for n, e in r["contenders"].items()
-            ) for r in results
-        ))  # fmt: skip
+    print("peak memory, MB (CUDA: the most allocated on the GPU; CPU: the process's RSS):")
+    for result in results:
+        print(
+            f"  {result['model']}, batch {result['batch_size']}: "
+            + ", ".join(
+                f"{name} {entry['peak_memory_mb']:.0f}"
+                for name, entry in result["contenders"].items()
+                if entry["peak_memory_mb"] is not None
+            )
+        )
 
 
 def report_process(result: dict[str, Any], startup: dict[str, float]) -> None:

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 # Forward passes of a training batch below this many floating-point operations train
-# with one thread. Measured with scripts/bench.py on 2 cores: the digits MLP at batch 64
-# (~11 MFLOP) is steadier and as fast on one thread; the CNN at batch 512 (~320 MFLOP)
-# twice as fast on two.
-SMALL_MODEL_FLOPS = 50e6
+# with one thread. Measured on 2 cores (scripts/bench.py and plain loops, quiet machine):
+# a second thread gains nothing to ~8% for the 64-256-256-10 MLP at batch 64 (~11 MFLOP),
+# 30% for the 2-block CNN at batch 64 (~40 MFLOP) and 45% at batch 512; with another
+# process busy, it made the MLP's epochs 3-14x slower.
+SMALL_MODEL_FLOPS = 20e6
 COUNTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBase)
 # torch's own choice (the machine's physical cores, or OMP_NUM_THREADS), before any run
 # of this process changed it.
