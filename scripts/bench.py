@@ -168,7 +168,7 @@ def contender_main(args: argparse.Namespace) -> None:
             if type(callback).__name__ == "EarlyStopping":
                 callback.patience = 10**9
         exp.trainer.callbacks.append(Pause())
-        turns.tell(f"threads {torch.get_num_threads()}")
+        turns.tell(f"threads {torch.get_num_threads()} samples {exp.train.num_samples}")
         try:
             turns.wait()
             exp.trainer.fit(exp.train, exp.val)
@@ -180,7 +180,7 @@ def contender_main(args: argparse.Namespace) -> None:
     else:
         data = instantiate(cfg.data, seed=0, _convert_="all").to(device)
         net = new_model()
-        turns.tell(f"threads {torch.get_num_threads()}")
+        turns.tell(f"threads {torch.get_num_threads()} samples {len(data.train)}")
         loop = {"sliced": sliced_loop, "dataloader": dataloader_loop, "lightning": lightning_loop}
         with contextlib.suppress(Finished):
             turns.wait()
@@ -273,7 +273,8 @@ class ContenderProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
         )  # fmt: skip
         self.epoch_times: list[float] = []
-        self.threads = int(self._read().split()[1])
+        ready = self._read().split()
+        self.threads, self.train_samples = int(ready[1]), int(ready[3])
         self.result: dict[str, Any] = {}
 
     def _read(self) -> str:
@@ -322,7 +323,8 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
         for contender in contenders:
             contender.finish()
 
-    train_samples = round(args.samples * 0.8)
+    train_samples = contenders[0].train_samples
+    assert all(c.train_samples == train_samples for c in contenders), "different data"
     steps = math.ceil(train_samples / batch_size)
     result: dict[str, Any] = {
         "model": model,
