@@ -11,9 +11,11 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-# Events waiting for the writer thread. SummaryWriter's default, 10, makes the training
-# loop wait for that thread at every 10th scalar; the queue is emptied at every flush.
+# Events waiting for SummaryWriter's writer thread. Its default, 10, would make the
+# training loop wait for that thread at every 10th scalar.
 MAX_QUEUE = 10_000
+# Scalars are held back at most this long (seconds) when no flush comes sooner.
+FLUSH_SECONDS = 30.0
 
 
 class TensorBoardLogger:
@@ -22,6 +24,12 @@ class TensorBoardLogger:
     All scalars share one x axis, the optimizer step. A resumed run passes
     `purge_step=<checkpoint's step + 1>`: TensorBoard then hides whatever the stopped
     process logged after its checkpoint, which the resumed run logs again.
+
+    Scalars are held in memory and handed to SummaryWriter's writer thread at `flush`
+    (the trainer flushes after each validation and before each checkpoint) or after
+    FLUSH_SECONDS, and the flush waits until they are written. So the writer thread runs
+    between epochs, not during the training steps, where each of its wake-ups would take
+    the interpreter (and a core) from the loop.
     """
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
@@ -29,22 +37,24 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(
             log_dir=str(self.log_dir), purge_step=purge_step, max_queue=MAX_QUEUE
         )
+        self._held: list[tuple[str, float, int, float]] = []  # (tag, value, step, walltime)
+        self._flushed_at = time.monotonic()
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
         now = time.time()
-        for tag, value in values.items():
-            self._scalar(tag, value, step, now)
+        self._held.extend((tag, float(value), step, now) for tag, value in values.items())
+        self._flush_if_due()
 
     def log_scalar_series(self, tag: str, values: list[float], steps: list[int]) -> None:
         now = time.time()
-        for step, value in zip(steps, values, strict=True):
-            self._scalar(tag, value, step, now)
+        self._held.extend(
+            (tag, float(value), step, now) for step, value in zip(steps, values, strict=True)
+        )
+        self._flush_if_due()
 
-    def _scalar(self, tag: str, value: float, step: int, walltime: float) -> None:
-        # What `SummaryWriter.add_scalar` writes for a float, without its conversions and
-        # checks, which cost more than the write for one number.
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-        self.writer.file_writer.add_summary(summary, step, walltime)
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed_at > FLUSH_SECONDS:
+            self.flush()
 
     def log_hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """Record the run's hyperparameters and the names of its final metrics.
@@ -58,9 +68,19 @@ class TensorBoardLogger:
             self.writer.file_writer.add_summary(summary)
 
     def flush(self) -> None:
+        """Write the held scalars and wait until everything logged is in the file."""
+        file_writer = self.writer.file_writer
+        for tag, value, step, walltime in self._held:
+            # What `SummaryWriter.add_scalar` writes for a float, without its conversions
+            # and checks, which cost more than the write for one number.
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+            file_writer.add_summary(summary, step, walltime)
+        self._held = []
         self.writer.flush()
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
+        self.flush()
         self.writer.close()
 
 

@@ -162,6 +162,8 @@ class Trainer:
             if self.schedule is not None and self.schedule.interval == "epoch":
                 self.schedule.step(state.metrics)
             self._emit("on_validation_end")
+            if self.logger is not None:  # the epoch's logs, written between epochs
+                self.logger.flush()
             state.batch_in_epoch = 0
             self._emit("on_epoch_end")
             if preemption.requested():
