@@ -115,7 +115,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         count, why = choose_threads(
             trainer_cfg.num_threads, model, train.example(1)[0], train.batch_size
         )
-        torch.set_num_threads(count)
+        if count != torch.get_num_threads():  # leave torch's own pools alone otherwise
+            torch.set_num_threads(count)
         threads = f"{count} CPU thread{'s' * (count > 1)} ({why})"
     steps = Trainer.steps_per_epoch(len(train), trainer_cfg.accumulate_grad_batches)
     schedule = build_schedule(
