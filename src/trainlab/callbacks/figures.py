@@ -30,15 +30,19 @@ class TensorBoardFigures(Callback):
         self.confusion_matrix, self.pr_curves, self.scatter = confusion_matrix, pr_curves, scatter
         self.graph, self.histograms = graph, histograms
         self.class_names = list(getattr(data_info, "class_names", []) or [])
+        self.graph_logged = False
 
-    def on_fit_start(self, trainer, state) -> None:
-        # Once per run: a resumed run's event files have the graph already.
+    def on_fit_end(self, trainer, state) -> None:
+        # Once per run, when training is over: tracing the model (torch.jit.trace) before
+        # training made a CNN's training steps ~25% slower afterwards on CPU (2026-11-23,
+        # scripts/bench.py). A stopped run logs it when its resumed run ends.
         if (
             self.graph
+            and not self.graph_logged
             and trainer.logger is not None
             and trainer.example_input is not None
-            and state.global_step == 0
         ):
+            self.graph_logged = True
             # Tracing runs the model: in eval mode, so batch-norm statistics stay as they
             # are, and on a forked random stream, so the run draws what it would have.
             model, was_training = trainer.model, trainer.model.training
@@ -105,6 +109,12 @@ class TensorBoardFigures(Callback):
                     writer.add_pr_curve(
                         f"test/pr_curve/{name}", targets == index, predicted[:, index], step
                     )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"graph_logged": self.graph_logged}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.graph_logged = state.get("graph_logged", False)
 
 
 def heatmap(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
