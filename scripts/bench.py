@@ -50,6 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # The probe below reports to the bench from inside another process through these.
 LAUNCHED_AT, PROBE_FILE = "TRAINLAB_BENCH_LAUNCHED_AT", "TRAINLAB_BENCH_PROBE_FILE"
 
+# What trainlab.performance.keep_freed_memory sets inside trainlab, for the other
+# contenders with --same-malloc.
+SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
 MODELS = {
     "mlp": ["model=mlp", "model.hidden_sizes=[256,256]"],  # 64-256-256-10
     "cnn": ["model=cnn"],  # two conv blocks, 32 and 64 channels
@@ -72,17 +76,17 @@ class Turns:
 
     def __init__(self, protocol, clock: Callable[[], float]) -> None:
         self.protocol, self.clock = protocol, clock
-        self.resumed_at = clock()
+        self.resumed_at, self.faults_at = clock(), minor_faults()
 
     def pause(self) -> None:
-        self.tell(f"{self.clock() - self.resumed_at!r}")
+        self.tell(f"{self.clock() - self.resumed_at!r} {minor_faults() - self.faults_at}")
         self.wait()
 
     def wait(self) -> None:
         """Until the bench says go: then the next epoch's clock starts."""
         if sys.stdin.readline().strip() != "go":
             raise Finished
-        self.resumed_at = self.clock()
+        self.resumed_at, self.faults_at = self.clock(), minor_faults()
 
     def tell(self, line: str) -> None:
         self.protocol.write(line + "\n")
@@ -245,6 +249,13 @@ def lightning_loop(net, data, batch_size, device, pause, workdir) -> None:
     )
 
 
+def minor_faults() -> int:
+    """Page faults this process has taken so far: memory the allocator gave back and took again."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory (Linux)."""
     try:
@@ -268,11 +279,14 @@ class ContenderProcess:
             "--device", args.device, "--clock", args.clock, *(f"--extra={o}" for o in extra),
         ]  # fmt: skip
         env = os.environ | {LAUNCHED_AT: repr(time.time())}
+        if args.same_malloc and not name.startswith("trainlab"):
+            env |= SAME_MALLOC
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
         )  # fmt: skip
         self.epoch_times: list[float] = []
+        self.epoch_faults: list[int] = []
         ready = self._read().split()
         self.threads, self.train_samples = int(ready[1]), int(ready[3])
         self.result: dict[str, Any] = {}
@@ -288,7 +302,9 @@ class ContenderProcess:
     def round(self) -> None:
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
-        self.epoch_times.append(float(self._read()))
+        seconds, faults = self._read().split()
+        self.epoch_times.append(float(seconds))
+        self.epoch_faults.append(int(faults))
 
     def finish(self) -> None:
         if self.process.poll() is None:
@@ -342,6 +358,8 @@ def throughput(model: str, batch_size: int, args: argparse.Namespace) -> dict[st
             "max": max(rates),
             "epoch_s": statistics.median(times),
             "threads": contender.threads,
+            "page_faults_per_step": statistics.median(contender.epoch_faults[args.warmup :])
+            / steps,
             "peak_memory_mb": contender.result.get("cuda_peak_mb")
             or contender.result.get("peak_rss_mb"),
         }
@@ -520,16 +538,14 @@ def lightning_process(epochs: int, out_dir: Path) -> None:
     trainer.test(dataloaders=DataLoader(TensorDataset(*test), batch_size=1024))
 
 
-def timed_process(command: list[str], probe: Path) -> dict[str, float]:
+def timed_process(command: list[str], probe: Path, extra_env=None) -> dict[str, float]:
     """Run `command` through a small launcher process and measure it there.
 
     The launcher, not the bench, starts it: a child's peak-memory figure on Linux starts
     from its parent's size at the fork, and the bench holds torch and data.
     """
-    env = os.environ | {
-        PROBE_FILE: str(probe),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts")]),
-    }
+    paths = os.pathsep.join([str(ROOT / "src"), str(ROOT / "scripts")])
+    env = os.environ | {PROBE_FILE: str(probe), "PYTHONPATH": paths} | (extra_env or {})
     measured = probe.with_suffix(".json")
     launcher = [sys.executable, str(Path(__file__).resolve()), "--launch", str(measured)]
     subprocess.run([*launcher, *command], cwd=ROOT, env=env, check=True)
@@ -590,7 +606,8 @@ def process_times(args: argparse.Namespace) -> dict[str, Any]:
         shift = k % len(names)
         for name in names[shift:] + names[:shift]:
             probe = workdir / f"probe_{name}_{k}"
-            runs[name].append(timed_process(commands[name](k), probe))
+            env = SAME_MALLOC if args.same_malloc and name != "trainlab" else None
+            runs[name].append(timed_process(commands[name](k), probe, env))
     result = {}
     for name, measured in runs.items():
         result[name] = {
@@ -660,6 +677,15 @@ def report_throughput(results: list[dict[str, Any]]) -> None:
         )
     threads = {n: results[0]["contenders"][n]["threads"] for n in names}
     print("torch threads: " + ", ".join(f"{n} {t}" for n, t in threads.items()))
+    print("page faults per step (memory handed back to the system and taken again):")
+    for result in results:
+        print(
+            f"  {result['model']}, batch {result['batch_size']}: "
+            + ", ".join(
+                f"{name} {entry['page_faults_per_step']:.0f}"
+                for name, entry in result["contenders"].items()
+            )
+        )
     print("peak memory, MB (CUDA: the most allocated on the GPU; CPU: the process's RSS):")
     for result in results:
         print(
@@ -712,6 +738,13 @@ def main() -> None:
     parser.add_argument("--process-epochs", type=int, default=20)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-process", action="store_true")
+    parser.add_argument(
+        "--same-malloc",
+        action="store_true",
+        help="give the hand-written loops and Lightning the allocator settings trainlab "
+        "uses (trainer.keep_freed_memory), through MALLOC_* variables: the ratios then "
+        "leave out what those settings gain",
+    )
     parser.add_argument("--no-lightning", dest="lightning", action="store_false")
     parser.add_argument(
         "--variant",
@@ -746,8 +779,14 @@ def main() -> None:
         except ImportError:
             print("lightning is not installed: comparing without it (pip install lightning)")
             args.lightning = False
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "same_malloc": args.same_malloc,
+    }
     print(f"{report['date']}, {report['machine']}")
+    if args.same_malloc:
+        print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if not args.skip_throughput:
         results = []
         for model in args.models.split(","):

@@ -65,7 +65,12 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.metrics import TaskMetrics, resolve_objective
     from trainlab.models import build_model
     from trainlab.optim import build_optimizer, build_schedule
-    from trainlab.performance import check_precision, set_cudnn_benchmark, wants_channels_last
+    from trainlab.performance import (
+        check_precision,
+        keep_freed_memory,
+        set_cudnn_benchmark,
+        wants_channels_last,
+    )
     from trainlab.seeding import resolve_seed, seed_everything
     from trainlab.threads import choose_threads
     from trainlab.trainer import Trainer
@@ -89,6 +94,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     seed_everything(seed)
 
     trainer_cfg = cfg.trainer
+    if (kept := keep_freed_memory(trainer_cfg.keep_freed_memory)) is not None:
+        log.debug(f"host memory: {kept}")
     folding = {"fold": fold} if fold is not None else {}
     data = instantiate(cfg.data, seed=seed, _convert_="all", **folding)
     data = place_data(data, device, trainer_cfg)

@@ -439,6 +439,7 @@ class TrainerSchema:
     compile: bool = spec(False)
     channels_last: Any = spec("auto", check=_auto_or_bool)
     cudnn_benchmark: Any = spec("auto", check=_auto_or_bool)
+    keep_freed_memory: bool = spec(True)
 
 
 @dataclass
