@@ -179,3 +179,44 @@ def test_freed_memory_is_kept_for_the_next_step() -> None:
     # Settings of the user's own are left alone.
     said, _ = page_faults_per_step("keep", MALLOC_ARENA_MAX="2")
     assert said == "left to the MALLOC_* environment variables"
+
+
+def test_torchmetrics_is_imported_without_matplotlib() -> None:
+    """torchmetrics would import matplotlib.pyplot (~0.4 s) for plot methods trainlab never
+    calls; a run imports neither it nor matplotlib, and its metrics are the same."""
+    script = (
+        "import sys, torch\n"
+        "from trainlab.metrics import TaskMetrics\n"
+        "metrics = TaskMetrics('multiclass', 3, torch.device('cpu'))\n"
+        "outputs = torch.tensor([[2, 0.1, 0.3], [0.2, 1.5, 0.1], [0.1, 0.2, 0.3], [1, 2, 0]])\n"
+        "metrics.update(outputs, torch.tensor([0, 1, 2, 0]))\n"
+        "values = metrics.compute()\n"
+        "print('matplotlib' in sys.modules, round(float(values['acc']), 4))\n"
+        "from torchmetrics.classification import MulticlassAccuracy\n"
+        "try:\n"
+        "    MulticlassAccuracy(3).plot()\n"
+        "except ModuleNotFoundError as error:\n"
+        "    print(str(error).split('.')[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "False 0.75",
+        "Plot function expects `matplotlib` to be installed",
+    ]
+
+
+def test_the_test_confusion_matrix_image_has_a_cell_per_pair_of_classes() -> None:
+    from trainlab.callbacks.figures import confusion_image
+
+    matrix = torch.tensor([[9, 1, 0], [0, 10, 0], [2, 0, 8]])
+    image = confusion_image(matrix, ["cat", "dog", "bird"])
+    assert image.dtype.name == "uint8"
+    assert image.ndim == 3 and image.shape[2] == 3
+    larger = confusion_image(torch.eye(6, dtype=torch.long) * 5, [str(i) for i in range(6)])
+    assert larger.shape[0] > image.shape[0] and larger.shape[1] > image.shape[1]
+    # The dog row is all on the diagonal: the darkest cell; the empty cat->bird cell is white.
+    pixels = image.reshape(-1, 3)
+    assert (pixels == [8, 48, 107]).all(axis=1).any()
+    assert (pixels == [255, 255, 255]).all(axis=1).mean() > 0.3
