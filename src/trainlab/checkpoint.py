@@ -104,15 +104,10 @@ class BackgroundWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, payload: dict[str, Any], paths: Sequence[Path], background: bool = True) -> None:
-        """Write `payload` to `paths[0]` and make the other paths links to that file; on
-        the caller's thread when `background` is false."""
+    def save(self, payload: dict[str, Any], paths: Sequence[Path]) -> None:
+        """Write `payload` to `paths[0]` and make the other paths links to that file."""
         data = serialize(payload)
         self.wait()
-        if not background:
-            self._write(data, list(paths))
-            self.wait()
-            return
         self._thread = threading.Thread(
             target=self._write, args=(data, list(paths)), name="trainlab-checkpoint"
         )

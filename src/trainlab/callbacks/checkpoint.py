@@ -98,22 +98,11 @@ class ModelCheckpoint(Callback):
             paths.append(self.dirpath / "best.pt")
         if not paths:
             return
-        self.writer.save(trainer.checkpoint(), paths, background=self._background(trainer))
+        self.writer.save(trainer.checkpoint(), paths)
         if last and self.save_last:
             self._saved_at = state.global_step
             if self.keep_last and self._step_due(state):
                 self._forget_old_steps()
-
-    @staticmethod
-    def _background(trainer) -> bool:
-        """Write in the background unless torch computes on every CPU core: the writer's
-        system calls would then take a core from torch's threads mid-step, and they all
-        wait for it (measured: the CNN at batch 512 on 2 threads lost ~25% per epoch,
-        against a few milliseconds for writing in the loop's own time)."""
-        import torch
-
-        on_cpu = all(p.device.type == "cpu" for p in trainer.trainable)
-        return not on_cpu or torch.get_num_threads() == 1
 
     def _forget_old_steps(self) -> None:
         """Keep the newest `keep_last` step_<N>.pt files (the one being written included)."""
