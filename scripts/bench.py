@@ -677,23 +677,22 @@ def report_throughput(results: list[dict[str, Any]]) -> None:
         )
     threads = {n: results[0]["contenders"][n]["threads"] for n in names}
     print("torch threads: " + ", ".join(f"{n} {t}" for n, t in threads.items()))
-    print("page faults per step (memory handed back to the system and taken again):")
+    per_contender(results, "page faults per step (memory handed back to the system and taken "
+                  "again):", "page_faults_per_step")  # fmt: skip
+    per_contender(results, "peak memory, MB (CUDA: the most allocated on the GPU; CPU: the "
+                  "process's RSS):", "peak_memory_mb")  # fmt: skip
+
+
+def per_contender(results: list[dict[str, Any]], title: str, key: str) -> None:
+    """One line per model and batch size: each contender's `key` (where it has one)."""
+    print(title)
     for result in results:
         print(
             f"  {result['model']}, batch {result['batch_size']}: "
             + ", ".join(
-                f"{name} {entry['page_faults_per_step']:.0f}"
+                f"{name} {entry[key]:.0f}"
                 for name, entry in result["contenders"].items()
-            )
-        )
-    print("peak memory, MB (CUDA: the most allocated on the GPU; CPU: the process's RSS):")
-    for result in results:
-        print(
-            f"  {result['model']}, batch {result['batch_size']}: "
-            + ", ".join(
-                f"{name} {entry['peak_memory_mb']:.0f}"
-                for name, entry in result["contenders"].items()
-                if entry["peak_memory_mb"] is not None
+                if entry[key] is not None
             )
         )
 
