@@ -9,10 +9,11 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, SMOKE, cli_env, read_metrics
+from conftest import ROOT, SMOKE, cli_env, compose_config, read_metrics
 from torch import nn
 
 from trainlab.models import CNN, MLP, RNN, Transformer
+from trainlab.optim import build_optimizer
 from trainlab.threads import DEFAULT_THREADS, choose_threads, forward_flops
 
 
@@ -226,3 +227,41 @@ def test_the_test_confusion_matrix_image_has_a_cell_per_pair_of_classes() -> Non
     pixels = image.reshape(-1, 3)
     assert (pixels == [8, 48, 107]).all(axis=1).any()
     assert (pixels == [255, 255, 255]).all(axis=1).mean() > 0.3
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_take_the_fused_step_with_the_same_update(name: str) -> None:
+    def trained(*overrides: str) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+        torch.manual_seed(0)
+        model = MLP((8,), 3, hidden_sizes=[32, 32])
+        momentum = ["optim.momentum=0.9"] if name == "sgd" else []
+        optim_cfg = compose_config(f"optim={name}", *momentum, *overrides)
+        optimizer = build_optimizer(optim_cfg.optim, model)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(50):
+            inputs = torch.randn(16, 8, generator=generator)
+            targets = torch.randint(0, 3, (16,), generator=generator)
+            loss = nn.functional.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return optimizer, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    fused, fused_weights = trained()
+    looped, looped_weights = trained("optim.fused=false")
+    assert fused.defaults["fused"] is True and not looped.defaults["fused"]
+    # The same update computed in another order: equal to float32 rounding.
+    assert (fused_weights - looped_weights).abs().max() < 1e-5
+
+
+def test_a_resumed_optimizer_keeps_the_implementation_it_was_saved_with() -> None:
+    # A checkpoint from before optim.fused (or with optim.fused=false) resumes on the
+    # per-tensor loop, so the resumed run continues exactly as it would have.
+    model = MLP((8,), 3, hidden_sizes=[16])
+    looped = build_optimizer(compose_config("optim.fused=false").optim, model)
+    model(torch.randn(4, 8)).sum().backward()
+    looped.step()
+    fused = build_optimizer(compose_config().optim, model)
+    assert fused.param_groups[0]["fused"] is True
+    fused.load_state_dict(looped.state_dict())
+    assert not fused.param_groups[0]["fused"]

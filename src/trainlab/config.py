@@ -299,6 +299,7 @@ class SGDSchema(OptimizerSchema):
     dampening: float = spec(0.0, ge=0.0, le=1.0)
     nesterov: bool = spec(False)
     weight_decay: float = spec(0.0, ge=0.0)
+    fused: bool = spec(True)
 
     def cross_check(self, key: str) -> None:
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
@@ -314,6 +315,7 @@ class AdamSchema(OptimizerSchema):
     betas: list[float] = spec([0.9, 0.999], check=_unit_pair)
     eps: float = spec(1e-8, gt=0.0)
     weight_decay: float = spec(0.0, ge=0.0)
+    fused: bool = spec(True)
 
 
 @dataclass
