@@ -5,6 +5,8 @@
     python scripts/bench.py --skip-process         # training throughput only
     python scripts/bench.py --skip-throughput      # whole-process wall time only
     python scripts/bench.py --json bench.json      # also write every figure as JSON
+    python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
+                                                   # fused Adam and allocator settings
 
 Throughput. For each model and batch size one process trains the same model (one
 instance each, built from the same config and seed) on the same in-memory data with each
@@ -53,6 +55,9 @@ LAUNCHED_AT, PROBE_FILE = "TRAINLAB_BENCH_LAUNCHED_AT", "TRAINLAB_BENCH_PROBE_FI
 # What trainlab.performance.keep_freed_memory sets inside trainlab, for the other
 # contenders with --same-malloc.
 SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+# Tells the hand-written loops and Lightning to use torch's fused Adam, as trainlab's
+# optimizer configs do (optim.fused=true), with --same-optimizer.
+FUSED_ADAM = "TRAINLAB_BENCH_FUSED_ADAM"
 
 MODELS = {
     "mlp": ["model=mlp", "model.hidden_sizes=[256,256]"],  # 64-256-256-10
@@ -193,11 +198,29 @@ def contender_main(args: argparse.Namespace) -> None:
     turns.tell(json.dumps({"cuda_peak_mb": peak, "peak_rss_mb": peak_rss_mb()}))
 
 
+def same_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that gives a hand-written loop or Lightning trainlab's settings
+    (--same-malloc, --same-optimizer)."""
+    env = dict(SAME_MALLOC) if args.same_malloc else {}
+    if args.same_optimizer:
+        env[FUSED_ADAM] = "1"
+    return env
+
+
+def adam(parameters):
+    """The hand-written loops' optimizer: torch's Adam as most people write it, or with
+    --same-optimizer the fused Adam that trainlab's configs choose."""
+    import torch
+
+    fused = True if os.environ.get(FUSED_ADAM) == "1" else None
+    return torch.optim.Adam(parameters, lr=1e-3, fused=fused)
+
+
 def sliced_loop(net, data, batch_size, device, pause, workdir) -> None:
     """(b) The hand-written loop: shuffle, slice tensors on the device, step."""
     import torch
 
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = adam(net.parameters())
     x, y = data.train.inputs, data.train.targets
     while True:
         net.train()
@@ -218,7 +241,7 @@ def dataloader_loop(net, data, batch_size, device, pause, workdir) -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = adam(net.parameters())
     cuda = device.type == "cuda"
     train_set = TensorDataset(data.train.inputs.cpu(), data.train.targets.cpu())
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, pin_memory=cuda)
@@ -279,8 +302,8 @@ class ContenderProcess:
             "--device", args.device, "--clock", args.clock, *(f"--extra={o}" for o in extra),
         ]  # fmt: skip
         env = os.environ | {LAUNCHED_AT: repr(time.time())}
-        if args.same_malloc and not name.startswith("trainlab"):
-            env |= SAME_MALLOC
+        if not name.startswith("trainlab"):
+            env |= same_settings(args)
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
@@ -414,7 +437,7 @@ def run_lightning(net, train, val, batch_size, device, root, *, epochs=None, pau
             self.log("test_acc", (outputs.argmax(dim=1) == targets).float().mean())
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
+            return adam(self.parameters())
 
     class Pause(L.Callback):
         def on_train_batch_end(self, trainer, module, *args) -> None:
@@ -498,7 +521,7 @@ def handwritten_process(epochs: int, out_dir: Path) -> None:
     torch.manual_seed(42)
     (x, y), (val_x, val_y), (test_x, test_y) = digits_splits()
     net = digits_mlp()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = adam(net.parameters())
     writer = SummaryWriter(str(out_dir / "tb"))
     step = 0
     for epoch in range(epochs):
@@ -606,7 +629,7 @@ def process_times(args: argparse.Namespace) -> dict[str, Any]:
         shift = k % len(names)
         for name in names[shift:] + names[:shift]:
             probe = workdir / f"probe_{name}_{k}"
-            env = SAME_MALLOC if args.same_malloc and name != "trainlab" else None
+            env = same_settings(args) if name != "trainlab" else None
             runs[name].append(timed_process(commands[name](k), probe, env))
     result = {}
     for name, measured in runs.items():
@@ -744,6 +767,13 @@ def main() -> None:
         "uses (trainer.keep_freed_memory), through MALLOC_* variables: the ratios then "
         "leave out what those settings gain",
     )
+    parser.add_argument(
+        "--same-optimizer",
+        action="store_true",
+        help="give the hand-written loops and Lightning torch's fused Adam, which "
+        "trainlab's configs choose (optim.fused=true): the ratios then leave out what "
+        "it gains",
+    )
     parser.add_argument("--no-lightning", dest="lightning", action="store_false")
     parser.add_argument(
         "--variant",
@@ -782,10 +812,13 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "same_malloc": args.same_malloc,
+        "same_optimizer": args.same_optimizer,
     }
     print(f"{report['date']}, {report['machine']}")
     if args.same_malloc:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
+    if args.same_optimizer:
+        print("the hand-written loops and Lightning use fused Adam, as trainlab does")
     if not args.skip_throughput:
         results = []
         for model in args.models.split(","):
