@@ -49,3 +49,40 @@ def test_evaluate_matches_sklearn(num_classes: int, batch_size: int) -> None:
     for name, value in expected.items():
         assert values[name] == pytest.approx(value, abs=1e-5), name
     assert 0.3 < values["val/acc"] < 0.95  # the predictions are neither random nor perfect
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+@pytest.mark.parametrize("block", [2**22, 50])
+def test_scores_do_not_depend_on_how_outputs_are_batched(task, block, monkeypatch) -> None:
+    # Outputs wait and are scored in blocks of `block` values (all at once, or in
+    # several blocks that split batches' groups unevenly): the same as one batch.
+    import trainlab.metrics
+
+    generator = torch.Generator().manual_seed(3)
+    width = {"multiclass": 4, "binary": 1, "regression": 2}[task]
+    outputs = torch.randn(203, width, generator=generator)
+    if task == "regression":
+        targets = outputs + 0.3 * torch.randn(203, width, generator=generator)
+    elif task == "binary":
+        targets = (outputs[:, 0] + torch.randn(203, generator=generator) > 0).long()
+    else:
+        targets = (outputs + torch.randn(203, 4, generator=generator)).argmax(dim=1)
+
+    def scored(batch_size: int) -> tuple[dict[str, float], torch.Tensor | None]:
+        metrics = TaskMetrics(task, max(width, 2), torch.device("cpu"))
+        if batch_size < 203:
+            metrics.update(torch.zeros(5, width), targets[:5])  # forgotten by the reset
+            metrics.reset()
+        for start in range(0, 203, batch_size):
+            rows = slice(start, start + batch_size)
+            metrics.update(outputs[rows], targets[rows])
+        values = {name: value.item() for name, value in metrics.compute().items()}
+        return values, metrics.confusion_matrix()
+
+    whole, whole_matrix = scored(203)
+    monkeypatch.setattr(trainlab.metrics, "SCORE_EVERY_VALUES", block)
+    batched, batched_matrix = scored(7)
+    assert whole == pytest.approx(batched, rel=1e-6, abs=1e-7)
+    if task != "regression":
+        assert torch.equal(whole_matrix, batched_matrix)
+        assert whole_matrix.sum() == 203

@@ -15,6 +15,12 @@ TASK_METRICS = {
     "binary": ("acc", "precision", "recall", "f1", "auroc", "ap"),
     "regression": ("mse", "rmse", "mae", "r2"),
 }
+# Model outputs wait and are scored together, one update per this many output values
+# (16 MiB of float32): each torchmetrics update costs about 0.1 ms per metric whatever
+# its size, so scoring 2,048 validation rows took 25 ms in 32 batches of 64 against 6 ms
+# in one (2026-11-23, 2-core CPU). Classification scores are the same (counts; exact
+# AUROC keeps every prediction either way), regression errors equal to float32 rounding.
+SCORE_EVERY_VALUES = 2**22
 # What `objective=auto` means for each task.
 DEFAULT_OBJECTIVE = {"multiclass": "val/acc", "binary": "val/acc", "regression": "val/r2"}
 
@@ -116,6 +122,8 @@ class TaskMetrics:
             confusion = None
         self.collection = MetricCollection(metrics, compute_groups=False).to(device)
         self.confusion = confusion.to(device) if confusion is not None else None
+        self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._waiting_values = 0
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (multiclass), positive-class probability (binary), or values."""
@@ -128,6 +136,27 @@ class TaskMetrics:
         return outputs
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch's raw outputs and targets; they are scored in blocks (see
+        SCORE_EVERY_VALUES), and before any result is read."""
+        self._waiting.append((outputs, targets))
+        self._waiting_values += outputs.numel()
+        if self._waiting_values >= SCORE_EVERY_VALUES:
+            self._score_waiting()
+
+    def _score_waiting(self) -> None:
+        if not self._waiting:
+            return
+        if len(self._waiting) == 1:
+            ((outputs, targets),) = self._waiting
+        else:
+            import torch
+
+            outputs = torch.cat([o for o, _ in self._waiting])
+            targets = torch.cat([t for _, t in self._waiting])
+        self._waiting, self._waiting_values = [], 0
+        self._score(outputs, targets)
+
+    def _score(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         predicted = self.predictions(outputs)
         if self.task == "regression":
             predicted = predicted * self.std + self.mean
@@ -139,12 +168,15 @@ class TaskMetrics:
             self.confusion.update(predicted, targets)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        self._score_waiting()
         return dict(self.collection.compute())
 
     def confusion_matrix(self) -> torch.Tensor | None:
+        self._score_waiting()
         return self.confusion.compute() if self.confusion is not None else None
 
     def reset(self) -> None:
+        self._waiting, self._waiting_values = [], 0
         self.collection.reset()
         if self.confusion is not None:
             self.confusion.reset()
