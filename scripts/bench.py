@@ -1,6 +1,6 @@
 """trainlab against hand-written PyTorch loops (and Lightning), side by side.
 
-    python scripts/bench.py                        # everything: ~6 minutes on 2 CPU cores
+    python scripts/bench.py                        # everything: ~9 minutes on 2 CPU cores
     python scripts/bench.py --models mlp --batch-sizes 64 --rounds 5
     python scripts/bench.py --skip-process         # training throughput only
     python scripts/bench.py --skip-throughput      # whole-process wall time only
