@@ -86,3 +86,50 @@ def test_scores_do_not_depend_on_how_outputs_are_batched(task, block, monkeypatc
     if task != "regression":
         assert torch.equal(whole_matrix, batched_matrix)
         assert whole_matrix.sum() == 203
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary"])
+def test_scores_from_the_confusion_matrix_equal_torchmetrics_own_metrics(task) -> None:
+    # Accuracy, precision, recall and F1 come from the confusion matrix: the same values
+    # as torchmetrics' separate metrics, also where a class is never predicted, never
+    # present, or the only one.
+    from trainlab.metrics import import_torchmetrics
+
+    cls = import_torchmetrics().classification
+    if task == "multiclass":
+        reference = {
+            "acc": cls.MulticlassAccuracy(5, average="micro"),
+            "precision": cls.MulticlassPrecision(5, average="macro"),
+            "recall": cls.MulticlassRecall(5, average="macro"),
+            "f1": cls.MulticlassF1Score(5, average="macro"),
+        }
+    else:
+        reference = {
+            "acc": cls.BinaryAccuracy(),
+            "precision": cls.BinaryPrecision(),
+            "recall": cls.BinaryRecall(),
+            "f1": cls.BinaryF1Score(),
+        }
+    generator = torch.Generator().manual_seed(5)
+    width = 5 if task == "multiclass" else 1
+    cases = 0
+    for rows in (1, 2, 9, 40, 300):
+        for variant in ("plain", "never predicted", "never present", "one class"):
+            outputs = 2 * torch.randn(rows, width, generator=generator)
+            targets = torch.randint(0, max(width, 2), (rows,), generator=generator)
+            if variant == "never predicted":
+                outputs[:, -1] = -50.0  # the last class (binary: the positive one)
+            elif variant == "never present":
+                targets[targets == targets.max()] = 0
+            elif variant == "one class":
+                targets.fill_(1)
+            metrics = TaskMetrics(task, max(width, 2), torch.device("cpu"))
+            metrics.update(outputs, targets)
+            values = metrics.compute()
+            predicted = metrics.predictions(outputs)
+            for name, metric in reference.items():
+                metric.reset()
+                expected = metric(predicted, targets)
+                assert torch.equal(values[name], expected), (rows, variant, name)
+            cases += 1
+    assert cases == 20

@@ -93,24 +93,14 @@ class TaskMetrics:
         # Regression metrics are reported in the data's units, not the standardised ones.
         self.mean = torch.tensor(target_mean or [0.0], device=device)
         self.std = torch.tensor(target_std or [1.0], device=device)
+        # Accuracy, precision, recall and F1 are read off the confusion matrix, with
+        # torchmetrics' own reductions (`counted_scores`): one bincount per update instead
+        # of one per metric, the same values (checked equal in tests/test_metrics.py).
         if task == "multiclass":
-            metrics = {
-                "acc": cls.MulticlassAccuracy(num_classes, average="micro"),
-                "precision": cls.MulticlassPrecision(num_classes, average="macro"),
-                "recall": cls.MulticlassRecall(num_classes, average="macro"),
-                "f1": cls.MulticlassF1Score(num_classes, average="macro"),
-                "auroc": cls.MulticlassAUROC(num_classes, average="macro"),
-            }
+            metrics = {"auroc": cls.MulticlassAUROC(num_classes, average="macro")}
             confusion = cls.MulticlassConfusionMatrix(num_classes)
         elif task == "binary":
-            metrics = {
-                "acc": cls.BinaryAccuracy(),
-                "precision": cls.BinaryPrecision(),
-                "recall": cls.BinaryRecall(),
-                "f1": cls.BinaryF1Score(),
-                "auroc": cls.BinaryAUROC(),
-                "ap": cls.BinaryAveragePrecision(),
-            }
+            metrics = {"auroc": cls.BinaryAUROC(), "ap": cls.BinaryAveragePrecision()}
             confusion = cls.BinaryConfusionMatrix()
         else:
             metrics = {
@@ -168,8 +158,12 @@ class TaskMetrics:
             self.confusion.update(predicted, targets)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """Every metric of the task, in TASK_METRICS' order."""
         self._score_waiting()
-        return dict(self.collection.compute())
+        values = dict(self.collection.compute())
+        if self.confusion is not None:
+            values |= counted_scores(self.confusion.compute(), self.task)
+        return {name: values[name] for name in TASK_METRICS[self.task]}
 
     def confusion_matrix(self) -> torch.Tensor | None:
         self._score_waiting()
@@ -180,3 +174,35 @@ class TaskMetrics:
         self.collection.reset()
         if self.confusion is not None:
             self.confusion.reset()
+
+
+def counted_scores(confusion: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
+    """Accuracy, precision, recall and F1 from a confusion matrix (rows: true class), by
+    torchmetrics' reductions: what MulticlassAccuracy (micro) and MulticlassPrecision,
+    Recall and F1Score (macro: classes neither present nor predicted left out), or the
+    Binary* metrics at their 0.5 threshold, compute from the same counts."""
+    from torchmetrics.functional.classification.accuracy import _accuracy_reduce
+    from torchmetrics.functional.classification.f_beta import _fbeta_reduce
+    from torchmetrics.functional.classification.precision_recall import (
+        _precision_recall_reduce,
+    )
+
+    true_positives = confusion.diagonal()
+    false_positives = confusion.sum(dim=0) - true_positives
+    false_negatives = confusion.sum(dim=1) - true_positives
+    true_negatives = confusion.sum() - true_positives - false_positives - false_negatives
+    if task == "binary":  # the positive class's counts
+        counts, accuracy, average = (
+            (true_positives[1], false_positives[1], true_negatives[1], false_negatives[1]),
+            "binary",
+            "binary",
+        )
+    else:
+        counts = (true_positives, false_positives, true_negatives, false_negatives)
+        accuracy, average = "micro", "macro"
+    return {
+        "acc": _accuracy_reduce(*counts, average=accuracy),
+        "precision": _precision_recall_reduce("precision", *counts, average=average),
+        "recall": _precision_recall_reduce("recall", *counts, average=average),
+        "f1": _fbeta_reduce(*counts, beta=1.0, average=average),
+    }
