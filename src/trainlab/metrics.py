@@ -191,14 +191,11 @@ def counted_scores(confusion: torch.Tensor, task: str) -> dict[str, torch.Tensor
     false_positives = confusion.sum(dim=0) - true_positives
     false_negatives = confusion.sum(dim=1) - true_positives
     true_negatives = confusion.sum() - true_positives - false_positives - false_negatives
+    counts = (true_positives, false_positives, true_negatives, false_negatives)
     if task == "binary":  # the positive class's counts
-        counts, accuracy, average = (
-            (true_positives[1], false_positives[1], true_negatives[1], false_negatives[1]),
-            "binary",
-            "binary",
-        )
+        counts = tuple(count[1] for count in counts)
+        accuracy = average = "binary"
     else:
-        counts = (true_positives, false_positives, true_negatives, false_negatives)
         accuracy, average = "micro", "macro"
     return {
         "acc": _accuracy_reduce(*counts, average=accuracy),
