@@ -12,7 +12,7 @@ Throughput. For each model and batch size one process trains the same model (one
 instance each, built from the same config and seed) on the same in-memory data with each
 contender, one epoch per round, the contenders taking turns round after round:
 
-    trainlab     `trainlab.cli.build` + `Trainer.fit` as a user runs it: the default
+    trainlab     `trainlab.app.experiment.build` + `Trainer.fit` as a user runs it: the default
                  callbacks (checkpoints every epoch, early stopping, LR monitor, figures,
                  progress display), TensorBoard logging and all metrics on
     sliced       a hand-written loop slicing tensors on the device
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The probe below reports to the bench from inside another process through these.
 LAUNCHED_AT, PROBE_FILE = "TRAINLAB_BENCH_LAUNCHED_AT", "TRAINLAB_BENCH_PROBE_FILE"
 
-# What trainlab.performance.keep_freed_memory sets inside trainlab, for the other
+# What trainlab.engine.runtime.keep_freed_memory sets inside trainlab, for the other
 # contenders with --same-malloc.
 SAME_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 # Tells the hand-written loops and Lightning to use torch's fused Adam, as trainlab's
@@ -102,7 +102,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from trainlab.config import register_resolvers
+    from trainlab.app.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -137,9 +137,9 @@ def contender_main(args: argparse.Namespace) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from trainlab.cli import resolve_device
-    from trainlab.losses import num_outputs
-    from trainlab.models import build_model
+    from trainlab.app.experiment import resolve_device
+    from trainlab.components.losses import num_outputs
+    from trainlab.components.models import build_model
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     turns = Turns(protocol, clock)
@@ -156,8 +156,8 @@ def contender_main(args: argparse.Namespace) -> None:
     if name.startswith("trainlab"):
         import logging
 
-        from trainlab.callbacks.base import Callback
-        from trainlab.cli import build
+        from trainlab.app.experiment import build
+        from trainlab.engine.callback import Callback
 
         # What Hydra does for a run: the progress lines go to train.log.
         log = logging.getLogger("trainlab")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bench import probe_first_step
 
-from trainlab.callbacks.base import Callback
+from trainlab.engine.callback import Callback
 
 
 class FirstStepProbe(Callback):

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainlab.leaderboard import write_leaderboard
+from trainlab.app.sweeps.leaderboard import write_leaderboard
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from trainlab.config import register_resolvers
+from trainlab.app.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -36,8 +36,8 @@ def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -
 
 @pytest.fixture
 def run_experiment(tmp_path: Path) -> Callable[..., tuple[float, Path]]:
-    """Run `trainlab.cli.run` on the composed config; return (objective, run folder)."""
-    from trainlab.cli import run
+    """Run `trainlab.app.experiment.run` on the composed config; return (objective, run folder)."""
+    from trainlab.app.experiment import run
 
     counter = iter(range(1000))
 
@@ -52,7 +52,7 @@ def run_experiment(tmp_path: Path) -> Callable[..., tuple[float, Path]]:
 @pytest.fixture(scope="session")
 def text_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CSV of generated reviews (columns text, label) for `data=text`."""
-    from trainlab.data.text_datasets import demo_reviews
+    from trainlab.components.data.text_datasets import demo_reviews
 
     path = tmp_path_factory.mktemp("text") / "reviews.csv"
     demo_reviews(seed=0, n_samples=600).to_csv(path, index=False)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trainlab.callbacks import Callback
+from trainlab.components.callbacks import Callback
 
 
 class NaNOnCalls(nn.CrossEntropyLoss):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainlab.data import TensorBatches
+from trainlab.components.data import TensorBatches
 
 
 def rows(batches: TensorBatches, epoch: int, start: int = 0) -> list[list[int]]:

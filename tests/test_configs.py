@@ -7,7 +7,7 @@ import math
 import pytest
 from conftest import CONFIG_DIR, ROOT, SMOKE, read_metrics
 
-from trainlab.metrics import TASK_METRICS
+from trainlab.components.metrics import TASK_METRICS
 
 # Groups whose options are chosen on the command line (paths and hydra are plumbing).
 GROUPS = [

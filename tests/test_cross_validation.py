@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import read_metrics
 
-from trainlab.data.datasets import split_rows
+from trainlab.components.data.datasets import split_rows
 
 
 def test_folds_partition_the_non_test_rows() -> None:

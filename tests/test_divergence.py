@@ -13,12 +13,12 @@ from conftest import compose_config, train_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from trainlab.checkpoint import load_checkpoint
-from trainlab.cli import run
-from trainlab.data import TensorBatches
+from trainlab.app.experiment import run
+from trainlab.components.data import TensorBatches
+from trainlab.components.models import MLP
+from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.engine.trainer import Trainer
 from trainlab.errors import DivergenceError
-from trainlab.models import MLP
-from trainlab.trainer import Trainer
 
 
 def nan_loss_on(*steps: int) -> tuple[str, ...]:

@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.callbacks import EarlyStopping
-from trainlab.trainer import TrainState
+from trainlab.components.callbacks import EarlyStopping
+from trainlab.engine.trainer import TrainState
 
 NAN = math.nan
 

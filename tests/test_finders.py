@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import compose_config, train_cli
 
-from trainlab.cli import build
-from trainlab.finders import find_batch_size, find_lr, scaled_lr
+from trainlab.app.experiment import build
+from trainlab.app.finders import find_batch_size, find_lr, scaled_lr
 
 
 def snapshot(exp):

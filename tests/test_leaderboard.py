@@ -49,7 +49,7 @@ def test_script_ranks_runs_and_lists_unfinished_ones_last(tmp_path) -> None:
 
 
 def test_loss_objectives_sort_ascending(tmp_path) -> None:
-    from trainlab.leaderboard import build_leaderboard
+    from trainlab.app.sweeps.leaderboard import build_leaderboard
 
     make_run(tmp_path, "a", ["x=1"], "val/loss", 0.5)
     make_run(tmp_path, "b", ["x=2"], "val/loss", 0.2)

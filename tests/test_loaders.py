@@ -12,13 +12,13 @@ import torch
 from conftest import compose_config, read_metrics, train_cli
 from test_resume import COMMON, MLP, Run, assert_same_run, only_run
 
-from trainlab.checkpoint import load_checkpoint
-from trainlab.cli import build
-from trainlab.config import validate
-from trainlab.data import ImageAugment, LoaderBatches, TensorBatches, load_digits
-from trainlab.data.loaders import use_pin_memory
+from trainlab.app.config import validate
+from trainlab.app.experiment import build
+from trainlab.app.finders import find_lr
+from trainlab.components.data import ImageAugment, LoaderBatches, TensorBatches, load_digits
+from trainlab.components.data.loaders import use_pin_memory
+from trainlab.engine.checkpoint import load_checkpoint
 from trainlab.errors import ConfigError
-from trainlab.finders import find_lr
 
 CPU = torch.device("cpu")
 

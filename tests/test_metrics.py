@@ -7,9 +7,9 @@ import torch
 from sklearn import metrics as sk
 from torch import nn
 
-from trainlab.data import TensorBatches
-from trainlab.metrics import TaskMetrics
-from trainlab.trainer import Trainer
+from trainlab.components.data import TensorBatches
+from trainlab.components.metrics import TaskMetrics
+from trainlab.engine.trainer import Trainer
 
 
 def make_predictions(num_classes: int, rows: int = 503, seed: int = 0):
@@ -56,7 +56,7 @@ def test_evaluate_matches_sklearn(num_classes: int, batch_size: int) -> None:
 def test_scores_do_not_depend_on_how_outputs_are_batched(task, block, monkeypatch) -> None:
     # Outputs wait and are scored in blocks of `block` values (all at once, or in
     # several blocks that split batches' groups unevenly): the same as one batch.
-    import trainlab.metrics
+    import trainlab.components.metrics
 
     generator = torch.Generator().manual_seed(3)
     width = {"multiclass": 4, "binary": 1, "regression": 2}[task]
@@ -80,7 +80,7 @@ def test_scores_do_not_depend_on_how_outputs_are_batched(task, block, monkeypatc
         return values, metrics.confusion_matrix()
 
     whole, whole_matrix = scored(203)
-    monkeypatch.setattr(trainlab.metrics, "SCORE_EVERY_VALUES", block)
+    monkeypatch.setattr(trainlab.components.metrics, "SCORE_EVERY_VALUES", block)
     batched, batched_matrix = scored(7)
     assert whole == pytest.approx(batched, rel=1e-6, abs=1e-7)
     if task != "regression":
@@ -93,7 +93,7 @@ def test_scores_from_the_confusion_matrix_equal_torchmetrics_own_metrics(task) -
     # Accuracy, precision, recall and F1 come from the confusion matrix: the same values
     # as torchmetrics' separate metrics, also where a class is never predicted, never
     # present, or the only one.
-    from trainlab.metrics import import_torchmetrics
+    from trainlab.components.metrics import import_torchmetrics
 
     cls = import_torchmetrics().classification
     if task == "multiclass":

@@ -13,10 +13,10 @@ import torch
 from conftest import compose_config, read_metrics, train_cli
 from hydra.utils import instantiate
 
-from trainlab.config import validate
-from trainlab.data import DataInfo, ImageAugment
+from trainlab.app.config import validate
+from trainlab.components.data import DataInfo, ImageAugment
+from trainlab.components.models import RNN, Transformer, build_model
 from trainlab.errors import ConfigError
-from trainlab.models import RNN, Transformer, build_model
 
 DIGITS = DataInfo("digits", "multiclass", "image", (1, 8, 8), num_classes=10)
 FEATURES = DataInfo("synthetic", "multiclass", "features", (20,), num_classes=4)

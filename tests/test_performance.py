@@ -12,9 +12,9 @@ import torch
 from conftest import ROOT, SMOKE, cli_env, compose_config, read_metrics
 from torch import nn
 
-from trainlab.models import CNN, MLP, RNN, Transformer
-from trainlab.optim import build_optimizer
-from trainlab.threads import DEFAULT_THREADS, choose_threads, forward_flops
+from trainlab.components.models import CNN, MLP, RNN, Transformer
+from trainlab.components.optim import build_optimizer
+from trainlab.engine.threads import DEFAULT_THREADS, choose_threads, forward_flops
 
 
 def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -37,7 +37,7 @@ def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedPro
 @pytest.mark.parametrize("arguments", [["--help"], ["optim.lr=fast"], ["model=mlpp"]])
 def test_help_and_config_errors_do_not_import_torch(arguments) -> None:
     modules, result = imported_modules(*arguments)
-    assert "trainlab.entry" in modules  # the measurement works
+    assert "trainlab.app.cli" in modules  # the measurement works
     assert "torch" not in modules
     assert result.returncode == (0 if arguments == ["--help"] else 2)
 
@@ -135,8 +135,8 @@ def test_a_profiled_run_still_writes_its_profile(tmp_path) -> None:
 # (the quietest of four windows of ten steps).
 PAGE_FAULTS_PER_STEP = """
 import resource, sys, torch
-from trainlab.models import CNN
-from trainlab.performance import keep_freed_memory
+from trainlab.components.models import CNN
+from trainlab.engine.runtime import keep_freed_memory
 print(keep_freed_memory(sys.argv[1] == "keep"))
 torch.manual_seed(0)
 net = CNN((1, 8, 8), 10, channels=(32, 64))
@@ -193,7 +193,7 @@ def test_torchmetrics_is_imported_without_matplotlib() -> None:
     calls; a run imports neither it nor matplotlib, and its metrics are the same."""
     script = (
         "import sys, torch\n"
-        "from trainlab.metrics import TaskMetrics\n"
+        "from trainlab.components.metrics import TaskMetrics\n"
         "metrics = TaskMetrics('multiclass', 3, torch.device('cpu'))\n"
         "outputs = torch.tensor([[2, 0.1, 0.3], [0.2, 1.5, 0.1], [0.1, 0.2, 0.3], [1, 2, 0]])\n"
         "metrics.update(outputs, torch.tensor([0, 1, 2, 0]))\n"
@@ -215,7 +215,7 @@ def test_torchmetrics_is_imported_without_matplotlib() -> None:
 
 
 def test_the_test_confusion_matrix_image_has_a_cell_per_pair_of_classes() -> None:
-    from trainlab.callbacks.figures import confusion_image
+    from trainlab.components.callbacks.figures import confusion_image
 
     matrix = torch.tensor([[9, 1, 0], [0, 10, 0], [2, 0, 8]])
     image = confusion_image(matrix, ["cat", "dog", "bird"])

@@ -23,13 +23,13 @@ from conftest import (
 )
 from torch import nn
 
-from trainlab.checkpoint import load_checkpoint
-from trainlab.cli import build, run
-from trainlab.config import validate
-from trainlab.data import load_digits
+from trainlab.app.config import validate
+from trainlab.app.experiment import build, run
+from trainlab.components.data import load_digits
+from trainlab.components.models import CNN, MLP
+from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.engine.trainer import Trainer
 from trainlab.errors import ConfigError, DivergenceError
-from trainlab.models import CNN, MLP
-from trainlab.trainer import Trainer
 
 CNN_SMALL = ("model=cnn", "model.channels=[8,16]")
 

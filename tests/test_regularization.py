@@ -9,12 +9,12 @@ from conftest import compose_config
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from trainlab.checkpoint import load_checkpoint
-from trainlab.data import TensorBatches
-from trainlab.losses import class_weights
-from trainlab.models import MLP
-from trainlab.optim import build_optimizer
-from trainlab.trainer import Trainer
+from trainlab.components.data import TensorBatches
+from trainlab.components.losses import class_weights
+from trainlab.components.models import MLP
+from trainlab.components.optim import build_optimizer
+from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.engine.trainer import Trainer
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import torch
 from conftest import read_metrics, train_command, train_env
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainlab.checkpoint import load_checkpoint
+from trainlab.engine.checkpoint import load_checkpoint
 
 # Digits: 1,257 training rows in batches of 64, so 20 steps an epoch. A step checkpoint
 # every 7 steps (kept as step_<N>.pt); each step slowed so a test can stop the run where

@@ -10,7 +10,7 @@ import torch
 from conftest import SMOKE, read_metrics
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainlab.checkpoint import load_checkpoint, save_checkpoint
+from trainlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.errors import TrainlabError
 
 EPOCH_TAGS = ["val/loss", "val/acc", "val/precision", "val/recall", "val/f1", "val/auroc"]

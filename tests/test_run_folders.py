@@ -16,11 +16,11 @@ import pytest
 import torch
 from conftest import SMOKE, compose_config, read_metrics, train_cli, train_env
 
-from trainlab.checkpoint import load_checkpoint, save_checkpoint
-from trainlab.cli import run
-from trainlab.config import validate
+from trainlab.app.config import validate
+from trainlab.app.experiment import run
+from trainlab.app.runs import claim, find_unfinished
+from trainlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.errors import ConfigError, TrainlabError
-from trainlab.runs import claim, find_unfinished
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -173,7 +173,7 @@ SAVER = textwrap.dedent(
     """
     import sys
     import torch
-    from trainlab.checkpoint import save_checkpoint
+    from trainlab.engine.checkpoint import save_checkpoint
 
     # Large enough that most of the loop's time is spent writing and syncing the file.
     for i in range(10**9):

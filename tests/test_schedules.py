@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import compose_config
 
-from trainlab.optim import build_schedule
+from trainlab.components.optim import build_schedule
 
 
 def lrs(sched: str, *overrides: str, steps_per_epoch: int = 10, epochs: int = 5) -> list[float]:

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._search_space import quote, split_overrides
 from hydra_plugins.trainlab_optuna_sweeper._study import resolve_direction
-from trainlab.optuna_study import FAIL_REASON, INTERRUPTED, PRUNED_AT, RETRY_OF, RUN_DIR
+from trainlab.app.sweeps.optuna_study import FAIL_REASON, INTERRUPTED, PRUNED_AT, RETRY_OF, RUN_DIR
 
 # Small, quick trials: a narrow MLP, a few epochs, no TensorBoard or checkpoints.
 QUICK = ("data.batch_size=128", "logger=none", "callbacks=none")
@@ -104,7 +104,7 @@ def test_every_search_config_composes(path: Path) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from trainlab.config import validate
+    from trainlab.app.config import validate
 
     validate(compose_config(f"hparams_search={path.stem}"))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

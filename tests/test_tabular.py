@@ -15,14 +15,14 @@ from sklearn.impute import KNNImputer, SimpleImputer
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import MinMaxScaler
 
-from trainlab.checkpoint import load_checkpoint
-from trainlab.cli import build, run
-from trainlab.config import validate
-from trainlab.data.datasets import DataBundle
-from trainlab.data.preprocessing import TablePreprocessor, categorical_column
-from trainlab.data.tabular import encode_target, load_table
+from trainlab.app.config import validate
+from trainlab.app.experiment import build, run
+from trainlab.app.predict import Predictor, predict_command
+from trainlab.components.data.datasets import DataBundle
+from trainlab.components.data.preprocessing import TablePreprocessor, categorical_column
+from trainlab.components.data.tabular import encode_target, load_table
+from trainlab.engine.checkpoint import load_checkpoint
 from trainlab.errors import ConfigError, TrainlabError, one_line
-from trainlab.predict import Predictor, predict_command
 
 NUMERIC = ["id", "weight", "height"]  # pets_table's number columns, first in the inputs
 # Rows the model has never seen: gaps in numbers and category, and an unseen category.

@@ -12,15 +12,15 @@ import torch
 from conftest import compose_config, read_metrics, train_cli
 from torch import nn
 
-from trainlab.config import validate
-from trainlab.data.datasets import split_rows
-from trainlab.data.text import (
+from trainlab.app.config import validate
+from trainlab.components.data.datasets import split_rows
+from trainlab.components.data.text import (
     CharTokenizer,
     SubwordTokenizer,
     TextPreprocessor,
     WordTokenizer,
 )
-from trainlab.data.text_datasets import (
+from trainlab.components.data.text_datasets import (
     DEMO_CLASSES,
     demo_reviews,
     load_text,

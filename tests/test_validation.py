@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose_config, train_cli
 
-from trainlab.config import validate
+from trainlab.app.config import validate
 from trainlab.errors import ConfigError
 
 BAD_VALUES = [

@@ -38,8 +38,7 @@ from hydra_plugins.trainlab_optuna_sweeper._search_space import (
     to_config_value,
     to_override,
 )
-from trainlab.errors import ConfigError, did_you_mean, one_line
-from trainlab.optuna_study import (
+from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     INTERRUPTED,
     OVERRIDES,
@@ -50,6 +49,7 @@ from trainlab.optuna_study import (
     open_storage,
     trial_id,
 )
+from trainlab.errors import ConfigError, did_you_mean, one_line
 
 if TYPE_CHECKING:
     from hydra_plugins.trainlab_optuna_sweeper.sweeper import TrainlabOptunaSweeper
@@ -200,8 +200,8 @@ def resolve_direction(direction: str, objective: str) -> str:
             f"hydra.sweeper.direction={direction!r} is not allowed; "
             "choose one of: auto, minimize, maximize"
         )
-    from trainlab.callbacks.monitor import resolve_mode
-    from trainlab.metrics import DEFAULT_OBJECTIVE
+    from trainlab.components.callbacks.monitor import resolve_mode
+    from trainlab.components.metrics import DEFAULT_OBJECTIVE
 
     # objective=auto is each task's default (val/acc, val/r2): all maximized.
     names = sorted(set(DEFAULT_OBJECTIVE.values())) if objective == "auto" else [objective]

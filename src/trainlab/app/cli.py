@@ -1,0 +1,180 @@
+"""The command line: `trainlab [command] [overrides]`, `python -m trainlab`, `python train.py`.
+
+`trainlab` alone trains (Hydra composes the config); `trainlab predict ...` predicts with a
+trained run. Any error ends as one line on stderr. Kept free of torch imports so `--help`
+and config errors return quickly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from trainlab.app.config import register_resolvers
+from trainlab.app.runs import holds_run
+from trainlab.errors import Preempted, exit_with
+
+# Subcommands; anything else on the command line is a training override.
+COMMANDS = {
+    "train": "train an experiment (the default command)",
+    "predict": "predict with a trained run: predict run=<run folder> input=<file>",
+}
+
+
+def _verbose() -> bool:
+    return os.environ.get("TRAINLAB_VERBOSE") == "1"
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The `trainlab` console command (and `python -m trainlab`, `python train.py`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A user's own classes (`_target_: mypkg.models.Net`) import from the folder they work
+    # in, as `python -m` would find them; a console script's sys.path lacks it.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    command = argv[0] if argv and argv[0] in COMMANDS else "train"
+    if argv and argv[0] in COMMANDS:
+        argv = argv[1:]
+    if command == "predict":
+        from trainlab.app.predict import predict_main
+
+        main(functools.partial(predict_main, argv))
+        return
+    if any(arg in ("-h", "--help") for arg in argv):
+        from trainlab.app.help import print_help
+
+        print_help(argv)
+        return
+    sys.argv = [sys.argv[0], *argv]
+    main(_hydra_train)
+
+
+def _hydra_train() -> Any:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path="pkg://trainlab.configs", config_name="train")
+    @report_errors
+    def train(cfg: Any) -> float:
+        from trainlab.app.experiment import run
+
+        own_the_process()
+        return run(cfg)
+
+    return train()
+
+
+def own_the_process() -> None:
+    """Allow the process-wide settings (the allocator's thresholds) that only trainlab's own
+    commands make, never `import trainlab`."""
+    from trainlab.app import experiment
+
+    experiment.OWNS_PROCESS = True
+
+
+def main(hydra_main: Callable[[], Any]) -> None:
+    """Call a `@hydra.main` function; on error print one line and exit with status 2.
+
+    Hydra prints its own multi-line report unless HYDRA_FULL_ERROR=1, in which case it
+    re-raises; we set it so the error reaches us. A user who sets HYDRA_FULL_ERROR=1
+    themselves gets the full traceback.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ["TRAINLAB_VERBOSE"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_resolvers()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as ex:
+        if _verbose():
+            raise
+        exit_with(ex)
+    exit_now()
+
+
+def exit_now() -> NoReturn:
+    """End a finished command without the interpreter's teardown.
+
+    With torch loaded, Python's orderly shutdown (freeing every module and object one by
+    one) takes 0.5-1.5 s and does nothing a finished run needs: its results, checkpoints
+    and event files are written and closed. So flush what is buffered and leave. The
+    orderly exit is kept whenever something may still need it: a profiler or tracer
+    (cProfile, coverage) that writes its results at exit, a child process, a thread that
+    is still running.
+    """
+    busy = (
+        sys.gettrace() is not None
+        or sys.getprofile() is not None
+        or any(t.is_alive() and not t.daemon for t in threading.enumerate()[1:])
+        or _has_children()
+    )
+    if busy:
+        sys.exit(0)
+    logging.shutdown()  # flushes and closes every handler (train.log)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _has_children() -> bool:
+    if "multiprocessing" not in sys.modules:
+        return False
+    import multiprocessing
+
+    return bool(multiprocessing.active_children())
+
+
+def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap a Hydra task so an error inside the job also ends as one line, exit status 2
+    (143 for a run stopped by SIGTERM or SIGUSR1).
+
+    (Raised out of the job, Hydra would first print its own 'Error executing job' line.)
+    In a multirun the job prints the line and re-raises instead: the launcher records the
+    job as failed and the sweeper decides. Our Optuna sweeper records a FAIL and goes on;
+    Hydra's basic (grid) sweeper still ends with the first failed job's error, after the
+    jobs of its batch have run.
+    """
+
+    @functools.wraps(task)
+    def wrapper(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except Exception as ex:
+            _remove_if_empty(cfg)
+            if _verbose() and not isinstance(ex, Preempted):  # a stop keeps its status
+                raise
+            if _in_multirun():
+                from trainlab.errors import one_line
+
+                print(f"error: {one_line(ex)}", file=sys.stderr)
+                raise
+            exit_with(ex)
+
+    return wrapper
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _remove_if_empty(cfg: Any) -> None:
+    try:
+        run_dir = Path(cfg.paths.output_dir)
+    except Exception:
+        return
+    # A folder holding only what Hydra wrote before the job started is removed, so a bad
+    # command leaves no empty runs behind.
+    if run_dir.is_dir() and not holds_run(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)

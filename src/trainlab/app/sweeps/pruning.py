@@ -1,0 +1,52 @@
+"""OptunaPruning: report the objective to an Optuna trial each epoch; stop when it is pruned."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from trainlab.engine.callback import Callback
+from trainlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class OptunaPruning(Callback):
+    """Report `monitor` after each validation as the trial's value at step `epoch`.
+
+    When the study's pruner says the trial is worse than its peers, the run stops at the
+    end of this epoch (it still tests and writes metrics.json) and the trial is marked
+    with the epoch, so the sweeper records it as PRUNED. Added by `cli.build` when the
+    config has the `optuna_trial` block the Optuna sweeper passes to each job.
+    """
+
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        number: int,
+        monitor: str,
+        pruner: dict[str, Any] | None = None,
+    ) -> None:
+        from trainlab.app.sweeps.optuna_study import open_trial
+
+        self.trial = open_trial(storage, study_name, number, pruner)
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer, state) -> None:
+        from trainlab.app.sweeps.optuna_study import PRUNED_AT
+
+        if self.monitor not in state.metrics:
+            raise ConfigError(
+                f"objective={self.monitor} is not known after each validation, so the Optuna "
+                f"pruner cannot follow it; use a val/ metric as the objective"
+            )
+        value = state.metrics[self.monitor]
+        self.trial.report(value, step=state.epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr(PRUNED_AT, state.epoch)
+            state.should_stop = True
+            log.info(
+                f"Optuna trial {self.trial.number} pruned after epoch {state.epoch + 1} "
+                f"({self.monitor} {value:.4f}): the pruner judged it behind the other trials"
+            )

@@ -1,0 +1,44 @@
+"""ProgressDisplay: one line per epoch with the main metrics; a bar within the epoch on a TTY."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from trainlab.engine.callback import Callback
+
+log = logging.getLogger("trainlab")
+
+SHOWN = ("train/loss", "val/loss", "val/acc", "val/f1")
+
+
+class ProgressDisplay(Callback):
+    def __init__(self, bar: bool | str = "auto", width: int = 24) -> None:
+        self.bar = sys.stderr.isatty() if bar == "auto" else bool(bar)
+        self.width = width
+        self.epoch_started = 0.0
+
+    def on_epoch_start(self, trainer, state) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_train_step_end(self, trainer, state) -> None:
+        total = trainer.batches_per_epoch
+        # Redraw about 50 times an epoch: terminal writes are not free.
+        if not self.bar or (
+            state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total
+        ):
+            return
+        filled = self.width * state.batch_in_epoch // total
+        sys.stderr.write(
+            f"\repoch {state.epoch + 1}/{trainer.max_epochs} "
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {state.batch_in_epoch}/{total}"
+        )
+        sys.stderr.flush()
+
+    def on_validation_end(self, trainer, state) -> None:
+        if self.bar:
+            sys.stderr.write("\r\033[K")
+        shown = "  ".join(f"{k} {state.metrics[k]:.4f}" for k in SHOWN if k in state.metrics)
+        seconds = time.perf_counter() - self.epoch_started
+        log.info(f"epoch {state.epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f}s)")

@@ -1,0 +1,246 @@
+"""Your own table (`data=csv`): column kinds, the task, and preprocessing fitted on train rows.
+
+`load_table` reads a CSV, Parquet or `.npz` file, decides which columns are numbers and
+which are categories and whether the task is classification or regression, splits the
+rows, and fits a `TablePreprocessor` (imputation, scaling, one-hot encoding; see
+`trainlab.components.data.preprocessing`) on the training split only. It applies exactly that
+transform to new rows (`predict.py`) and saves itself with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pandas.api import types
+
+from trainlab.components.data.datasets import DataBundle, DataInfo, Split, split_rows
+from trainlab.components.data.files import read_table
+from trainlab.components.data.preprocessing import (
+    TablePreprocessor,
+    build_transformer,
+    categorical_column,
+    category_text,
+    numeric_column,
+)
+from trainlab.errors import ConfigError, TrainlabError, did_you_mean
+
+log = logging.getLogger("trainlab")
+
+# task=auto: an integer target with at most this many distinct values is a class label.
+MAX_AUTO_CLASSES = 20
+DECLARED_NUMERIC = "fix the file, or list the column in data.categorical instead of data.numeric"
+
+
+def unknown_column(name: str, setting: str, columns: list[str], where: str) -> TrainlabError:
+    return TrainlabError(
+        f"{setting}: no column '{name}' in {where}{did_you_mean(name, columns)}; "
+        f"columns: {', '.join(columns)}"
+    )
+
+
+def column_kinds(
+    frame: pd.DataFrame,
+    target: str,
+    categorical: list[str],
+    numeric: list[str],
+    drop_columns: list[str],
+    where: str,
+) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical feature columns, declared or detected by dtype."""
+    columns = list(frame.columns)
+    for setting, names in (
+        ("data.categorical", categorical),
+        ("data.numeric", numeric),
+        ("data.drop_columns", drop_columns),
+    ):
+        for name in names:
+            if name not in columns:
+                raise unknown_column(name, setting, columns, where)
+    numbers, categories = [], []
+    for name in columns:
+        column = frame[name]
+        if name == target or name in drop_columns:
+            continue
+        if column.isna().all():
+            log.info(f"note: column '{name}' of {where} is empty; it is left out")
+        elif name in categorical:
+            categories.append(name)
+        elif name in numeric:
+            numbers.append(name)
+        elif types.is_bool_dtype(column) or not types.is_numeric_dtype(column):
+            if types.is_datetime64_any_dtype(column) or types.is_timedelta64_dtype(column):
+                raise TrainlabError(
+                    f"column '{name}' of {where} holds {column.dtype} values, which the model "
+                    f"cannot take; leave it out with data.drop_columns=[{name}] or convert it"
+                )
+            categories.append(name)
+        else:
+            numbers.append(name)
+    if not numbers and not categories:
+        raise TrainlabError(
+            f"{where} has no feature columns besides the target '{target}'; "
+            "check data.target and data.drop_columns"
+        )
+    return numbers, categories
+
+
+def encode_target(series: pd.Series, task: str, where: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class indices and class names (sorted), or float values and None for regression."""
+    name = str(series.name)
+    integers = types.is_integer_dtype(series) and not types.is_bool_dtype(series)
+    if task == "auto":
+        distinct = series.nunique()
+        if types.is_bool_dtype(series) or not types.is_numeric_dtype(series):
+            task, why = "classification", "it is not numeric"
+        elif integers:
+            task = "classification" if distinct <= MAX_AUTO_CLASSES else "regression"
+            why = f"{distinct} distinct whole numbers; classes up to {MAX_AUTO_CLASSES}"
+        else:
+            task, why = "regression", "it holds floats"
+            if (series % 1 == 0).all():
+                # A column of class codes with a blank reads as floats (1.0, 2.0, NaN).
+                why += "; if they are class codes, set data.task=classification"
+        log.info(f"data.task=auto: target '{name}' is {task} ({why}); set data.task to change")
+    if task == "regression":
+        hint = "regression needs numbers: use data.task=classification (or auto)"
+        return numeric_column(series, name, where, hint).to_numpy(), None
+    if types.is_numeric_dtype(series):
+        # Sort numerically (2 before 10), then name each class as text.
+        classes, indices = np.unique(series.to_numpy(), return_inverse=True)
+        names = [category_text(value) for value in classes]
+    else:
+        names_of_rows = categorical_column(series).to_numpy()
+        names, indices = np.unique(names_of_rows.astype(str), return_inverse=True)
+        names = [str(n) for n in names]
+    if len(names) < 2:
+        raise TrainlabError(
+            f"target '{name}' of {where} has a single class ({names[0]!r}) in all "
+            f"{len(series)} rows; a classifier needs at least two: check data.target"
+        )
+    return indices.astype(np.int64), names
+
+
+def load_table(
+    seed: int,
+    path: str,
+    target: str | None = None,
+    task: str = "auto",
+    categorical: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+    drop_columns: Sequence[str] = (),
+    impute: str = "median",
+    knn_neighbors: int = 5,
+    missing_indicator: bool = False,
+    categorical_impute: str = "most_frequent",
+    npz_features: str = "X",
+    npz_target: str = "y",
+    scaling: str = "standard",
+    target_scaling: str = "standard",
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    fold: tuple[int, int] | None = None,
+    **batching: Any,
+) -> DataBundle:
+    """A table from a file, split (stratified for classes) and preprocessed (see the module).
+
+    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
+    where = f"data.path={path}"
+    frame = read_table(path, npz_features=npz_features, npz_target=npz_target)
+    columns = list(frame.columns)
+    if target is None and str(path).lower().endswith(".npz") and npz_target in columns:
+        target = npz_target
+    if target is None:
+        raise ConfigError(
+            f"data.target is not set: name the column to predict, e.g. "
+            f"data.target={columns[-1]}; columns: {', '.join(columns)}"
+        )
+    if target not in columns:
+        raise unknown_column(target, "data.target", columns, where)
+    numbers, categories = column_kinds(
+        frame, target, list(categorical), list(numeric), list(drop_columns), where
+    )
+
+    rows = len(frame)
+    frame = frame[frame[target].notna()]
+    if len(frame) < rows:
+        log.info(f"note: {rows - len(frame)} row(s) without a '{target}' value are left out")
+    if impute == "drop":
+        complete = frame[[*numbers, *categories]].notna().all(axis=1)
+        if not complete.any():
+            raise TrainlabError(
+                f"every row of {where} has a missing value, so data.impute=drop leaves none; "
+                "use data.impute=median (or mean, most_frequent, knn)"
+            )
+        if not complete.all():
+            log.info(f"data.impute=drop: {int((~complete).sum())} row(s) with gaps are left out")
+        frame = frame[complete]
+    targets, class_names = encode_target(frame[target], task, where)
+    classification = class_names is not None
+    train, val, test = split_rows(
+        targets,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify=classification,
+        fold=fold,
+    )
+
+    transformer = build_transformer(
+        numbers,
+        categories,
+        impute=impute,
+        knn_neighbors=knn_neighbors,
+        missing_indicator=missing_indicator,
+        categorical_impute=categorical_impute,
+        scaling=scaling,
+    )
+    preprocessor = TablePreprocessor(transformer, numbers, categories, target, impute)
+    # Every row is typed (text in a numeric column is an error wherever it is); only the
+    # training rows fit the transform.
+    features = preprocessor.features(frame, where, hint=DECLARED_NUMERIC)
+    transformer.fit(features.iloc[train])
+    inputs = torch.as_tensor(preprocessor.encode(features, where))
+    values = targets.reshape(len(targets), 1).astype(np.float64)
+    mean, std = np.zeros(1), np.ones(1)
+    if not classification and target_scaling == "standard":
+        # As for the built-in regression sets: train on standardised targets, report in units.
+        mean, std = values[train].mean(axis=0), values[train].std(axis=0) + 1e-12
+
+    def split(indices: np.ndarray) -> Split:
+        if classification:
+            return Split(inputs[indices], torch.as_tensor(targets[indices]))
+        scaled = (values[indices] - mean) / std
+        return Split(inputs[indices], torch.as_tensor(scaled, dtype=torch.float32))
+
+    kind = "regression"
+    if classification:
+        kind = "binary" if len(class_names) == 2 else "multiclass"
+    info = DataInfo(
+        name=Path(path).name.split(".")[0],
+        task=kind,
+        input_kind="features",
+        input_shape=(inputs.shape[1],),
+        num_classes=len(class_names) if classification else 0,
+        class_names=class_names or [],
+        target_mean=None if classification else mean.tolist(),
+        target_std=None if classification else std.tolist(),
+    )
+    log.info(
+        f"table {where}: {len(frame)} rows; numeric: {', '.join(numbers) or '-'}; "
+        f"categorical: {', '.join(categories) or '-'}; {inputs.shape[1]} model inputs; "
+        f"target '{target}': {kind}" + (f" ({', '.join(class_names)})" if classification else "")
+    )
+    return DataBundle(
+        train=split(train),
+        val=split(val),
+        test=split(test),
+        info=info,
+        preprocessor=preprocessor,
+        **batching,
+    )
