@@ -119,21 +119,27 @@ class TinyNet(nn.Module):
 '''
 
 
-@pytest.fixture
-def user_project(tmp_path: Path, monkeypatch) -> Path:
+def write_user_project(folder: Path) -> Path:
     """A user's project folder: their package `mypkg`, and `conf/` with a model option and
     a primary config of their own that extends trainlab's `train`."""
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "models.py").write_text(TINY_NET)
-    (tmp_path / "conf" / "model").mkdir(parents=True)
-    (tmp_path / "conf" / "model" / "tiny.yaml").write_text(
+    (folder / "mypkg").mkdir()
+    (folder / "mypkg" / "__init__.py").write_text("")
+    (folder / "mypkg" / "models.py").write_text(TINY_NET)
+    (folder / "conf" / "model").mkdir(parents=True)
+    (folder / "conf" / "model" / "tiny.yaml").write_text(
         "_target_: mypkg.models.TinyNet\nwidth: 24\n"
     )
-    (tmp_path / "conf" / "myexp.yaml").write_text(
+    (folder / "conf" / "myexp.yaml").write_text(
         "defaults:\n  - train\n  - override model: tiny\n  - _self_\n\n"
         "model:\n  width: 8\noptim:\n  lr: 0.01\nname: myexp\n"
     )
+    return folder
+
+
+@pytest.fixture
+def user_project(tmp_path: Path, monkeypatch) -> Path:
+    """`write_user_project` in tmp_path, the working folder of the test."""
+    write_user_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # cli() puts the cwd on it
     monkeypatch.setattr(sys, "argv", ["trainlab"])
