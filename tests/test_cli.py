@@ -253,7 +253,7 @@ def test_user_project_runs_with_the_real_command(user_project: Path) -> None:
     assert weights["net.1.weight"].shape == (8, 64)
 
 
-def test_python_m_trainlab_help_imports_no_torch(tmp_path: Path) -> None:
+def test_python_m_trainlab_help_imports_neither_torch_nor_hydra(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "trainlab", "--help"],
         cwd=tmp_path,
@@ -266,4 +266,14 @@ def test_python_m_trainlab_help_imports_no_torch(tmp_path: Path) -> None:
     imported = {
         line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line
     }
-    assert "trainlab.app.help" in imported and "torch" not in imported
+    assert "trainlab.app.help" in imported
+    assert "torch" not in imported and "hydra" not in imported  # it reads the YAML files
+
+
+def test_a_config_error_in_an_empty_folder_leaves_it_empty(tmp_path: Path) -> None:
+    result = script_cli("train.py", "optim.lr=fast", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: optim.lr='fast' has the wrong type: expected a number"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,7 @@
 
 `trainlab` alone trains (Hydra composes the config); `trainlab predict ...` predicts with a
 trained run. Any error ends as one line on stderr. Kept free of torch imports so `--help`
-and config errors return quickly.
+and config errors return quickly; `--help` imports no Hydra either.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trainlab.app.config import register_resolvers
-from trainlab.app.runs import holds_run
 from trainlab.errors import Preempted, exit_with
 
 # Subcommands; anything else on the command line is a training override.
@@ -82,6 +80,8 @@ def main(hydra_main: Callable[[], Any]) -> None:
     if users_setting == "1":
         os.environ["TRAINLAB_VERBOSE"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from trainlab.app.config import register_resolvers
+
     register_resolvers()
     try:
         hydra_main()
@@ -169,14 +169,25 @@ def _in_multirun() -> bool:
 
 
 def _remove_if_empty(cfg: Any) -> None:
+    from trainlab.app.runs import holds_run
+
     try:
         run_dir = Path(cfg.paths.output_dir)
     except Exception:
         return
     # A folder holding only what Hydra wrote before the job started is removed, so a bad
-    # command leaves no empty runs behind.
+    # command leaves no empty runs behind; so are the runs/ and outputs/ folders made for
+    # it, when nothing else is in them.
     if run_dir.is_dir() and not holds_run(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
+        root = Path(cfg.paths.root_dir).resolve()
+        for parent in run_dir.resolve().parents:
+            if not parent.is_relative_to(root):
+                break
+            try:
+                parent.rmdir()  # only an empty folder
+            except OSError:
+                break
 
 
 @report_errors
