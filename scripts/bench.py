@@ -657,27 +657,42 @@ STARTUP = {
 
 def startup_times(rounds: int) -> dict[str, dict[str, float]]:
     """Seconds to `trainlab --help` and to a config error (both import no torch), and to
-    import Hydra alone, run in turn each round: medians, and their ratios to the import.
+    import Hydra alone, run in turn each round: medians of the wall time and of the CPU
+    time (steadier on a shared machine), and their ratios to the import.
 
     Bytecode is written and read as in an installed package, even where the shell sets
     PYTHONDONTWRITEBYTECODE (otherwise every start compiles trainlab's sources again).
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    measured: dict[str, list[float]] = {name: [] for name in STARTUP}
+    wall: dict[str, list[float]] = {name: [] for name in STARTUP}
+    cpu: dict[str, list[float]] = {name: [] for name in STARTUP}
     for round_ in range(rounds + 1):  # the first round only writes the bytecode
         for name, arguments in STARTUP.items():
+            cpu_before = children_cpu_s()
             started = time.perf_counter()
             subprocess.run(
                 [sys.executable, *arguments], cwd=ROOT, env=env, capture_output=True, check=False
             )
             if round_:
-                measured[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in measured.items()}
-    base = medians["import hydra, omegaconf"]
-    return {
-        "seconds": medians,
-        "ratio_to_import": {name: value / base for name, value in medians.items()},
-    }
+                wall[name].append(time.perf_counter() - started)
+                cpu[name].append(children_cpu_s() - cpu_before)
+    report = {}
+    for key, measured in (("seconds", wall), ("cpu_seconds", cpu)):
+        medians = {name: statistics.median(values) for name, values in measured.items()}
+        base = medians["import hydra, omegaconf"]
+        report[key] = medians
+        report[f"{key.removesuffix('seconds')}ratio_to_import"] = {
+            name: value / base for name, value in medians.items()
+        }
+    return report
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------- report
@@ -756,9 +771,13 @@ def report_process(result: dict[str, Any]) -> None:
 
 
 def report_startup(startup: dict[str, dict[str, float]]) -> None:
-    print("\nStart-up: median seconds, and the ratio to `import hydra, omegaconf`")
+    print("\nStart-up: median wall and CPU seconds, and their ratios to `import hydra, omegaconf`")
     for name, seconds in startup["seconds"].items():
-        print(f"  {name}: {seconds:.2f} s, {startup['ratio_to_import'][name]:.2f}x")
+        cpu, cpu_ratio = startup["cpu_seconds"][name], startup["cpu_ratio_to_import"][name]
+        print(
+            f"  {name}: {seconds:.2f} s ({startup['ratio_to_import'][name]:.2f}x), "
+            f"CPU {cpu:.2f} s ({cpu_ratio:.2f}x)"
+        )
 
 
 def main() -> None:
