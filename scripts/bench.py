@@ -647,17 +647,52 @@ def process_times(args: argparse.Namespace) -> dict[str, Any]:
     return {"epochs": epochs, "contenders": result}
 
 
-def startup_times(rounds: int) -> dict[str, float]:
-    """`train.py --help` and a config error: both must return without importing torch."""
-    measured: dict[str, list[float]] = {"--help": [], "config error": []}
-    for _ in range(rounds):
-        for name, extra in (("--help", ["--help"]), ("config error", ["optim.lr=fast"])):
+STARTUP = {
+    # What any Hydra application pays before it does anything: the yardstick.
+    "import hydra, omegaconf": ["-c", "import hydra, omegaconf"],
+    "trainlab --help": ["-m", "trainlab", "--help"],
+    "config error": ["-m", "trainlab", "optim.lr=fast"],
+}
+
+
+def startup_times(rounds: int) -> dict[str, dict[str, float]]:
+    """Seconds to `trainlab --help` and to a config error (both import no torch), and to
+    import Hydra alone, run in turn each round: medians of the wall time and of the CPU
+    time (steadier on a shared machine), and their ratios to the import.
+
+    Bytecode is written and read as in an installed package, even where the shell sets
+    PYTHONDONTWRITEBYTECODE (otherwise every start compiles trainlab's sources again).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    wall: dict[str, list[float]] = {name: [] for name in STARTUP}
+    cpu: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for round_ in range(rounds + 1):  # the first round only writes the bytecode
+        for name, arguments in STARTUP.items():
+            cpu_before = children_cpu_s()
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "train.py", *extra], cwd=ROOT, capture_output=True, check=False
+                [sys.executable, *arguments], cwd=ROOT, env=env, capture_output=True, check=False
             )
-            measured[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in measured.items()}
+            if round_:
+                wall[name].append(time.perf_counter() - started)
+                cpu[name].append(children_cpu_s() - cpu_before)
+    report = {}
+    for key, measured in (("seconds", wall), ("cpu_seconds", cpu)):
+        medians = {name: statistics.median(values) for name, values in measured.items()}
+        base = medians["import hydra, omegaconf"]
+        report[key] = medians
+        report[f"{key.removesuffix('seconds')}ratio_to_import"] = {
+            name: value / base for name, value in medians.items()
+        }
+    return report
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------- report
@@ -720,7 +755,7 @@ def per_contender(results: list[dict[str, Any]], title: str, key: str) -> None:
         )
 
 
-def report_process(result: dict[str, Any], startup: dict[str, float]) -> None:
+def report_process(result: dict[str, Any]) -> None:
     print(f"\nWhole process, digits MLP, {result['epochs']} epochs: median [min-max]")
     print(
         "| | wall time | ratio to hand-written | first step after launch | CPU time | peak memory |"
@@ -733,10 +768,16 @@ def report_process(result: dict[str, Any], startup: dict[str, float]) -> None:
             f"**{entry['wall_ratio']:.2f}x** | {first['median']:.2f} s | "
             f"{entry['cpu_s']['median']:.2f} s | {rss['median']:.0f} MB |"
         )
-    print(
-        f"`python train.py --help` {startup['--help']:.2f} s, "
-        f"a config error {startup['config error']:.2f} s"
-    )
+
+
+def report_startup(startup: dict[str, dict[str, float]]) -> None:
+    print("\nStart-up: median wall and CPU seconds, and their ratios to `import hydra, omegaconf`")
+    for name, seconds in startup["seconds"].items():
+        cpu, cpu_ratio = startup["cpu_seconds"][name], startup["cpu_ratio_to_import"][name]
+        print(
+            f"  {name}: {seconds:.2f} s ({startup['ratio_to_import'][name]:.2f}x), "
+            f"CPU {cpu:.2f} s ({cpu_ratio:.2f}x)"
+        )
 
 
 def main() -> None:
@@ -760,6 +801,11 @@ def main() -> None:
     parser.add_argument("--process-epochs", type=int, default=20)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-process", action="store_true")
+    parser.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="time only the start-up (--help, a config error) against importing Hydra",
+    )
     parser.add_argument(
         "--same-malloc",
         action="store_true",
@@ -819,7 +865,7 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    if not args.skip_throughput:
+    if not (args.skip_throughput or args.startup_only):
         results = []
         for model in args.models.split(","):
             for batch_size in map(int, args.batch_sizes.split(",")):
@@ -827,10 +873,12 @@ def main() -> None:
                 results.append(throughput(model, batch_size, args))
         report["throughput"] = results
         report_throughput(results)
-    if not args.skip_process:
+    if not (args.skip_process or args.startup_only):
         report["process"] = process_times(args)
+        report_process(report["process"])
+    if not args.skip_process:
         report["startup"] = startup_times(args.process_rounds)
-        report_process(report["process"], report["startup"])
+        report_startup(report["startup"])
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -54,4 +54,6 @@ def test_process_times_and_start_up(tmp_path) -> None:
         assert 0 < entry["first_step_s"]["median"] < entry["wall_s"]["median"]
         assert entry["peak_rss_mb"]["median"] > 100
     assert contenders["handwritten"]["wall_ratio"] == 1.0
-    assert set(report["startup"]) == {"--help", "config error"}
+    names = {"import hydra, omegaconf", "trainlab --help", "config error"}
+    assert set(report["startup"]["seconds"]) == names
+    assert report["startup"]["ratio_to_import"]["import hydra, omegaconf"] == 1.0

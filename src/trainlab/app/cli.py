@@ -2,7 +2,7 @@
 
 `trainlab` alone trains (Hydra composes the config); `trainlab predict ...` predicts with a
 trained run. Any error ends as one line on stderr. Kept free of torch imports so `--help`
-and config errors return quickly.
+and config errors return quickly; `--help` imports no Hydra either.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from trainlab.app.config import register_resolvers
-from trainlab.app.runs import holds_run
 from trainlab.errors import Preempted, exit_with
 
 # Subcommands; anything else on the command line is a training override.
@@ -42,32 +40,24 @@ def cli(argv: list[str] | None = None) -> None:
     command = argv[0] if argv and argv[0] in COMMANDS else "train"
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
+    wants_help = any(arg in ("-h", "--help") for arg in argv)
     if command == "predict":
+        if wants_help:
+            from trainlab.app.help import print_predict_help
+
+            print_predict_help()
+            return
         from trainlab.app.predict import predict_main
 
         main(functools.partial(predict_main, argv))
         return
-    if any(arg in ("-h", "--help") for arg in argv):
+    if wants_help:
         from trainlab.app.help import print_help
 
         print_help(argv)
         return
     sys.argv = [sys.argv[0], *argv]
     main(_hydra_train)
-
-
-def _hydra_train() -> Any:
-    import hydra
-
-    @hydra.main(version_base="1.3", config_path="pkg://trainlab.configs", config_name="train")
-    @report_errors
-    def train(cfg: Any) -> float:
-        from trainlab.app.experiment import run
-
-        own_the_process()
-        return run(cfg)
-
-    return train()
 
 
 def own_the_process() -> None:
@@ -83,11 +73,15 @@ def main(hydra_main: Callable[[], Any]) -> None:
 
     Hydra prints its own multi-line report unless HYDRA_FULL_ERROR=1, in which case it
     re-raises; we set it so the error reaches us. A user who sets HYDRA_FULL_ERROR=1
-    themselves gets the full traceback.
+    themselves gets the full traceback. (Their setting is back in place afterwards, for a
+    caller that runs the command in its own process.)
     """
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    users_setting = os.environ.get("HYDRA_FULL_ERROR")
+    if users_setting == "1":
         os.environ["TRAINLAB_VERBOSE"] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from trainlab.app.config import register_resolvers
+
     register_resolvers()
     try:
         hydra_main()
@@ -98,6 +92,11 @@ def main(hydra_main: Callable[[], Any]) -> None:
         if _verbose():
             raise
         exit_with(ex)
+    finally:
+        if users_setting is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = users_setting
     exit_now()
 
 
@@ -170,11 +169,45 @@ def _in_multirun() -> bool:
 
 
 def _remove_if_empty(cfg: Any) -> None:
+    from trainlab.app.runs import holds_run
+
     try:
         run_dir = Path(cfg.paths.output_dir)
     except Exception:
         return
     # A folder holding only what Hydra wrote before the job started is removed, so a bad
-    # command leaves no empty runs behind.
+    # command leaves no empty runs behind; so are the runs/ and outputs/ folders made for
+    # it, when nothing else is in them.
     if run_dir.is_dir() and not holds_run(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
+        root = Path(cfg.paths.root_dir).resolve()
+        for parent in run_dir.resolve().parents:
+            if not parent.is_relative_to(root):
+                break
+            try:
+                parent.rmdir()  # only an empty folder
+            except OSError:
+                break
+
+
+@report_errors
+def train_task(cfg: Any) -> float:
+    """The Hydra task of `trainlab train`: one run, or one job of a sweep.
+
+    Module-level, so the launchers that pickle it for another process (joblib, submitit)
+    refer to it by name.
+    """
+    from trainlab.app.experiment import run
+
+    own_the_process()
+    return run(cfg)
+
+
+def _hydra_train() -> Any:
+    import hydra
+
+    from trainlab.app.help import check_config_dirs
+
+    check_config_dirs(sys.argv[1:])
+    configs = "pkg://trainlab.configs"  # the shipped configs, inside the installed package
+    return hydra.main(version_base="1.3", config_path=configs, config_name="train")(train_task)()
