@@ -10,6 +10,7 @@ from typing import Any
 from trainlab.components.callbacks.monitor import Monitor
 from trainlab.engine.callback import Callback
 from trainlab.engine.checkpoint import BackgroundWriter
+from trainlab.engine.distributed import is_main_process
 
 
 class ModelCheckpoint(Callback):
@@ -111,7 +112,7 @@ class ModelCheckpoint(Callback):
                 paths.append(self.dirpath / f"step_{state.global_step}.pt")
         if best and self.save_best:
             paths.append(self.dirpath / "best.pt")
-        if not paths:
+        if not paths or not is_main_process():  # the main process writes for all
             return
         self.writer.save(trainer.checkpoint(), paths)
         if last and self.save_last:
