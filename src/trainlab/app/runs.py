@@ -243,6 +243,15 @@ class RunFolder(Callback):
             if not is_main_process():
                 write_nothing(config.hydra)
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume") is not None:
+            exit_with(
+                ConfigError(
+                    "resume=... continues one run and does not apply to sweeps (-m); "
+                    "resume a sweep's job by running its command with resume=<its folder>"
+                )
+            )
+
 
 def write_nothing(hydra: DictConfig) -> None:
     """Hydra settings for a process other than the main one: no `.hydra/`, no train.log."""
@@ -253,12 +262,3 @@ def write_nothing(hydra: DictConfig) -> None:
             del handlers["file"]
             root = hydra.job_logging.root
             root.handlers = [name for name in root.handlers if name != "file"]
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("resume") is not None:
-            exit_with(
-                ConfigError(
-                    "resume=... continues one run and does not apply to sweeps (-m); "
-                    "resume a sweep's job by running its command with resume=<its folder>"
-                )
-            )
