@@ -144,8 +144,7 @@ def heatmap(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
 def confusion_image(matrix: torch.Tensor, names: list[str]) -> np.ndarray:
     """The confusion matrix with its counts and class names: an HWC uint8 image.
 
-    Drawn with Pillow rather than matplotlib: importing matplotlib (0.3-0.4 s) would be a
-    default run's largest start-up cost after torch, scikit-learn and torchmetrics.
+    Drawn with Pillow rather than matplotlib, whose import costs more than drawing this.
     Cells are shaded by their share of the true class's row (white: none, blue: all),
     like the per-epoch heat maps; rows are the true classes, columns the predicted ones.
     """
