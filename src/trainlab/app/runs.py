@@ -13,7 +13,9 @@ continues a run in its own folder:
   `resume=FOLDER/checkpoints/NAME.pt`: that run, from that checkpoint.
 
 `RunFolder` (a Hydra callback) decides before Hydra writes anything, so a refused command
-leaves every folder as it was. Imports no torch unless a checkpoint has to be read.
+leaves every folder as it was. Only the main process claims a folder and writes Hydra's
+bookkeeping into it; other ranks write nothing there. Imports no torch unless a checkpoint
+has to be read.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from trainlab.app.config import check_resume
+from trainlab.engine.distributed import is_main_process
 from trainlab.errors import ConfigError, TrainlabError, exit_with
 
 # What Hydra writes into a run folder before the job starts.
@@ -44,7 +47,8 @@ def is_unfinished(folder: Path) -> bool:
 
 
 def check_new_run_folder(folder: Path) -> None:
-    if holds_run(folder):
+    # Only the main process writes into the folder: another rank finds it in use by it.
+    if holds_run(folder) and is_main_process():
         raise TrainlabError(
             f"{folder} already holds a run and a new run never writes into another's folder: "
             f"continue it with resume={folder}, or let the new run get its own folder "
@@ -204,7 +208,7 @@ def choose_run_folder(config: DictConfig) -> Path:
     elif resume is not None:
         folder, checkpoint = locate(str(resume))
     if folder is None:  # a new run
-        if explicit:
+        if explicit or not is_main_process():  # only the main process claims a folder
             check_new_run_folder(planned)
             return planned
         return claim(planned)
@@ -234,8 +238,10 @@ class RunFolder(Callback):
             # so a refusal (or a folder that cannot be made) ends the process here, before
             # anything is written.
             exit_with(ex)
-        with read_write(config.hydra.run):
+        with read_write(config.hydra):
             config.hydra.run.dir = str(folder)
+            if not is_main_process():
+                write_nothing(config.hydra)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume") is not None:
@@ -245,3 +251,14 @@ class RunFolder(Callback):
                     "resume a sweep's job by running its command with resume=<its folder>"
                 )
             )
+
+
+def write_nothing(hydra: DictConfig) -> None:
+    """Hydra settings for a process other than the main one: no `.hydra/`, no train.log."""
+    with read_write(hydra), open_dict(hydra):
+        hydra.output_subdir = None
+        handlers = hydra.job_logging.get("handlers") or {}
+        if "file" in handlers:
+            del handlers["file"]
+            root = hydra.job_logging.root
+            root.handlers = [name for name in root.handlers if name != "file"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,10 +14,9 @@ TASK_METRICS = {
     "regression": ("mse", "rmse", "mae", "r2"),
 }
 # Model outputs wait and are scored together, one update per this many output values
-# (16 MiB of float32): each torchmetrics update costs about 0.1 ms per metric whatever
-# its size, so scoring 2,048 validation rows took 25 ms in 32 batches of 64 against 6 ms
-# in one (2026-11-23, 2-core CPU). Classification scores are the same (counts; exact
-# AUROC keeps every prediction either way), regression errors equal to float32 rounding.
+# (16 MiB of float32): each torchmetrics update has a fixed cost per metric whatever its
+# size (docs/speed.md). Classification scores are the same (counts; exact AUROC keeps
+# every prediction either way), regression errors equal to float32 rounding.
 SCORE_EVERY_VALUES = 2**22
 # What `objective=auto` means for each task.
 DEFAULT_OBJECTIVE = {"multiclass": "val/acc", "binary": "val/acc", "regression": "val/r2"}
@@ -33,38 +30,6 @@ def metric_names(task: str) -> tuple[str, ...]:
 
 def resolve_objective(objective: str, task: str) -> str:
     return DEFAULT_OBJECTIVE[task] if objective == "auto" else objective
-
-
-def import_torchmetrics() -> ModuleType:
-    """torchmetrics, imported without matplotlib when nothing has imported it yet.
-
-    torchmetrics imports matplotlib.pyplot at its own import when matplotlib is installed,
-    only for its `Metric.plot()` methods, which trainlab never calls: 0.51 s of the import
-    against 0.12 s without (measured 2026-11-23, 2-core CPU, after torch). So torchmetrics
-    is told matplotlib is unavailable (its own cached availability flag, consistently: a
-    `plot()` call then raises torchmetrics' "matplotlib is required" error). trainlab's
-    own figures import matplotlib themselves, where they need it. Where anything in the
-    process already imported matplotlib, torchmetrics is imported as it is.
-    """
-    if "torchmetrics" in sys.modules or "matplotlib" in sys.modules:
-        import torchmetrics
-
-        return torchmetrics
-    from lightning_utilities.core.imports import RequirementCache  # torchmetrics' own
-
-    checked = RequirementCache.__bool__
-
-    def unless_matplotlib(requirement: RequirementCache) -> bool:
-        if getattr(requirement, "requirement", None) == "matplotlib":
-            requirement.available = False  # the cached answer torchmetrics reads from now on
-        return checked(requirement)
-
-    RequirementCache.__bool__ = unless_matplotlib
-    try:
-        import torchmetrics
-    finally:
-        RequirementCache.__bool__ = checked
-    return torchmetrics
 
 
 class TaskMetrics:
@@ -84,10 +49,8 @@ class TaskMetrics:
         target_std: list[float] | None = None,
     ) -> None:
         import torch
-
-        torchmetrics = import_torchmetrics()
-        cls, regression = torchmetrics.classification, torchmetrics.regression
-        MetricCollection = torchmetrics.MetricCollection
+        from torchmetrics import MetricCollection, regression
+        from torchmetrics import classification as cls
 
         self.task = task
         # Regression metrics are reported in the data's units, not the standardised ones.
@@ -95,7 +58,7 @@ class TaskMetrics:
         self.std = torch.tensor(target_std or [1.0], device=device)
         # Accuracy, precision, recall and F1 are read off the confusion matrix, with
         # torchmetrics' own reductions (`counted_scores`): one bincount per update instead
-        # of one per metric, the same values (checked equal in tests/test_metrics.py).
+        # of one per metric, the same values.
         if task == "multiclass":
             metrics = {"auroc": cls.MulticlassAUROC(num_classes, average="macro")}
             confusion = cls.MulticlassConfusionMatrix(num_classes)
@@ -180,7 +143,12 @@ def counted_scores(confusion: torch.Tensor, task: str) -> dict[str, torch.Tensor
     """Accuracy, precision, recall and F1 from a confusion matrix (rows: true class), by
     torchmetrics' reductions: what MulticlassAccuracy (micro) and MulticlassPrecision,
     Recall and F1Score (macro: classes neither present nor predicted left out), or the
-    Binary* metrics at their 0.5 threshold, compute from the same counts."""
+    Binary* metrics at their 0.5 threshold, compute from the same counts.
+
+    The reductions are torchmetrics' private functions: allowed because
+    tests/test_metrics.py pins them (equal to the public metrics in 20 cases, edge cases
+    included) and they score faster than one metric per score (docs/speed.md).
+    """
     from torchmetrics.functional.classification.accuracy import _accuracy_reduce
     from torchmetrics.functional.classification.f_beta import _fbeta_reduce
     from torchmetrics.functional.classification.precision_recall import (

@@ -25,8 +25,8 @@
 
 Callbacks read the trainer (model, optimizer, logger) and change the run only through
 `state` (e.g. `state.should_stop = True`). What a callback must remember across a resume
-goes in `state_dict()`; it must not draw from the global random generators, so that a
-resumed run draws what an uninterrupted one would.
+goes in `state_dict()`, saved under the callback's `state_key`; it must not draw from the
+global random generators, so that a resumed run draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -72,6 +72,16 @@ class Callback:
     def on_save_checkpoint(self, trainer: Trainer, state: TrainState) -> None: ...
 
     def on_interrupt(self, trainer: Trainer, state: TrainState) -> None: ...
+
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's `state_dict()` in a checkpoint: unique among a run's
+        callbacks. A class of which a run may hold several (two ModelCheckpoints) adds the
+        arguments that tell them apart, with `_generate_state_key` (Lightning's scheme)."""
+        return type(self).__qualname__
+
+    def _generate_state_key(self, **arguments: Any) -> str:
+        return f"{type(self).__qualname__}{arguments!r}"
 
     def state_dict(self) -> dict[str, Any]:
         """What this callback needs to continue after a resume."""

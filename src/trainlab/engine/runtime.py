@@ -41,9 +41,8 @@ def keep_freed_memory(setting: bool) -> str | None:
     (blocks over a threshold that moves with the process's history) or when the free space
     at the top of a heap grows past another; the next step's tensors of the same size then
     page-fault on every 4 KiB page again. Whether a process falls into that depends on the
-    order of its earlier allocations: measured with scripts/bench.py, identical processes
-    training the CNN at batch 512 took 0 or ~6,700 page faults a step, and the faulting
-    ones trained 0.71x as fast. Fixed thresholds (what MALLOC_MMAP_THRESHOLD_ and
+    order of its earlier allocations, so identical processes train at different speeds
+    (docs/speed.md, "Host memory"). Fixed thresholds (what MALLOC_MMAP_THRESHOLD_ and
     MALLOC_TRIM_THRESHOLD_ set) end the lottery: the process keeps its peak memory
     instead of returning it between steps.
 
@@ -72,10 +71,9 @@ def keep_freed_memory(setting: bool) -> str | None:
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse a precision this device should not train with, in one line, before any work."""
     if precision == "16-mixed" and device.type != "cuda":
-        # Refused rather than allowed slowly: CPUs without float16 matrix units (most; this
-        # one has avx512_bf16 but no avx512_fp16 / amx_fp16) emulate float16 matmuls, which
-        # measured ~20x slower than float32 here, while bfloat16 ran ~2x faster. torch does
-        # offer a CPU GradScaler, so this is a speed refusal, not a correctness one.
+        # Refused rather than allowed slowly: CPUs without float16 matrix units (most)
+        # emulate float16 matmuls, many times slower than float32 (docs/speed.md). torch
+        # does offer a CPU GradScaler, so this is a speed refusal, not a correctness one.
         raise ConfigError(
             f"trainer.precision=16-mixed needs a CUDA GPU (float16 matrix math on "
             f"{device.type} is emulated and many times slower than float32); use "

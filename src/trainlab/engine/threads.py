@@ -2,7 +2,7 @@
 
 A small model's operations are too short to split across threads: each split costs a
 wake-up and a wait, and when another process holds a core, the thread waiting for it
-stalls the whole step (epochs 3-8x slower than usual on a busy 2-core machine). A large
+stalls the whole step (measurements in docs/speed.md). A large
 model's operations (convolutions over big batches) gain nearly a core's worth per thread.
 The line between them is the work of one training batch's forward pass, estimated from
 the model's layers and the shapes they see; it depends on the config only, never on a
@@ -19,10 +19,8 @@ import torch
 from torch import nn
 
 # Forward passes of a training batch below this many floating-point operations train
-# with one thread. Measured on 2 cores (scripts/bench.py and plain loops, quiet machine):
-# a second thread gains nothing to ~8% for the 64-256-256-10 MLP at batch 64 (~11 MFLOP),
-# 30% for the 2-block CNN at batch 64 (~40 MFLOP) and 45% at batch 512; with another
-# process busy, it made the MLP's epochs 3-14x slower.
+# with one thread: below it a second thread gains little on an idle machine and loses
+# badly on a busy one; above it, it gains (docs/speed.md, "CPU threads").
 SMALL_MODEL_FLOPS = 20e6
 COUNTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.RNNBase)
 # torch's own choice (the machine's physical cores, or OMP_NUM_THREADS), before any run

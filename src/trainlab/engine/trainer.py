@@ -24,7 +24,7 @@ from trainlab.engine.callback import Callback
 from trainlab.engine.runtime import MIN_LOSS_SCALE, CompiledOrEager, autocast, grad_scaler
 from trainlab.engine.schedule import Schedule, current_lr
 from trainlab.engine.seeding import rng_state, set_rng_state
-from trainlab.errors import DivergenceError
+from trainlab.errors import ConfigError, DivergenceError
 
 if TYPE_CHECKING:
     from trainlab.components.metrics import TaskMetrics
@@ -314,7 +314,7 @@ class Trainer:
                 "skipped_steps": state.skipped_steps,
             },
             "metrics": dict(state.metrics),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks().items()},
             "rng": rng_state(),
             "config": self.config,
         }
@@ -328,8 +328,11 @@ class Trainer:
         # A run resumed with another precision starts its scaler afresh (or drops it).
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
-        for callback in self.callbacks:
-            if (saved := payload["callbacks"].get(type(callback).__name__)) is not None:
+        saved_states = payload["callbacks"]
+        for key, callback in self._keyed_callbacks().items():
+            # Checkpoints written before `state_key` keyed callbacks by class name.
+            saved = saved_states.get(key, saved_states.get(type(callback).__name__))
+            if saved is not None:
                 callback.load_state_dict(saved)
         state, position, loop = self.state, payload["position"], payload["loop"]
         self.start_epoch = position["epoch"]
@@ -342,6 +345,18 @@ class Trainer:
         self._epoch_loss, self._epoch_batches = loop["epoch_loss_sum"], loop["epoch_batches"]
         # Last: nothing may draw random numbers between here and the first batch.
         set_rng_state(payload["rng"])
+
+    def _keyed_callbacks(self) -> dict[str, Callback]:
+        """The callbacks by `state_key`; two with one key would overwrite each other's state."""
+        keyed: dict[str, Callback] = {}
+        for callback in self.callbacks:
+            if (key := callback.state_key) in keyed:
+                raise ConfigError(
+                    f"two callbacks have the state key {key}, so a checkpoint cannot keep "
+                    "both states: give them different arguments (e.g. monitor) or drop one"
+                )
+            keyed[key] = callback
+        return keyed
 
     def _stop_for_signal(self) -> TrainState:
         """A stop signal arrived: callbacks save the run where it is (`on_interrupt`)."""

@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainlab.components.callbacks.monitor import resolve_mode
+from trainlab.engine.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,6 @@ class Leaderboard(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         folder = Path(config.hydra.sweep.dir)
-        if folder.is_dir():
+        if folder.is_dir() and is_main_process():
             markdown = write_leaderboard(folder)
             print(f"\nleaderboard ({folder / 'leaderboard.md'}):\n{markdown}", flush=True)

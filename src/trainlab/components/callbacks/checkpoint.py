@@ -10,6 +10,7 @@ from typing import Any
 from trainlab.components.callbacks.monitor import Monitor
 from trainlab.engine.callback import Callback
 from trainlab.engine.checkpoint import BackgroundWriter
+from trainlab.engine.distributed import is_main_process
 
 
 class ModelCheckpoint(Callback):
@@ -41,7 +42,17 @@ class ModelCheckpoint(Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self._saved_at: int | None = None  # global step of the latest last.pt
+        self._improved = False  # this epoch's validation improved on the best
         self.writer = BackgroundWriter()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            monitor=self.tracker.monitor,
+            mode=self.tracker.mode,
+            every_n_epochs=self.every_n_epochs,
+            every_n_steps=self.every_n_steps,
+        )
 
     @property
     def best_path(self) -> Path | None:
@@ -57,16 +68,21 @@ class ModelCheckpoint(Callback):
         if self._step_due(state) and not trainer.is_last_step_of_epoch():
             self._save(trainer, state, last=True, best=False)
 
-    def on_epoch_end(self, trainer, state) -> None:
+    def on_validation_end(self, trainer, state) -> None:
+        # The best is updated here and saved at the epoch's end, so that every callback's
+        # state (another ModelCheckpoint's best included) is current in the checkpoint.
         current = self.tracker.value(state.metrics)
         # A non-finite value is never "best", whatever the mode.
-        improved = (
+        self._improved = (
             current is not None
             and math.isfinite(current)
             and self.tracker.is_improvement(current, self.best)
         )
-        if improved:
+        if self._improved:
             self.best, self.best_epoch = current, state.epoch
+
+    def on_epoch_end(self, trainer, state) -> None:
+        improved, self._improved = self._improved, False
         due = (
             (self.every_n_epochs is not None and (state.epoch + 1) % self.every_n_epochs == 0)
             or self._step_due(state)
@@ -96,7 +112,7 @@ class ModelCheckpoint(Callback):
                 paths.append(self.dirpath / f"step_{state.global_step}.pt")
         if best and self.save_best:
             paths.append(self.dirpath / "best.pt")
-        if not paths:
+        if not paths or not is_main_process():  # the main process writes for all
             return
         self.writer.save(trainer.checkpoint(), paths)
         if last and self.save_last:

@@ -41,6 +41,10 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
         self.best_weights: dict[str, Any] | None = None
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.tracker.monitor, mode=self.tracker.mode)
+
     def on_validation_end(self, trainer, state) -> None:
         current = self.tracker.value(state.metrics)
         if current is None or state.epoch < self.start_from_epoch:

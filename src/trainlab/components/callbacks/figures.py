@@ -38,12 +38,13 @@ class TensorBoardFigures(Callback):
 
     def on_fit_end(self, trainer, state) -> None:
         # Once per run, when training is over: tracing the model (torch.jit.trace) before
-        # training made a CNN's training steps ~25% slower afterwards on CPU (2026-11-23,
-        # scripts/bench.py). A stopped run logs it when its resumed run ends.
+        # training slows a CNN's training steps on CPU afterwards (docs/speed.md). A
+        # stopped run logs it when its resumed run ends.
+        writer = tensorboard_writer(trainer)
         if (
             self.graph
             and not self.graph_logged
-            and trainer.logger is not None
+            and writer is not None
             and trainer.example_input is not None
         ):
             self.graph_logged = True
@@ -53,38 +54,38 @@ class TensorBoardFigures(Callback):
             try:
                 model.eval()
                 with torch.random.fork_rng(devices=[]):
-                    trainer.logger.writer.add_graph(model, trainer.example_input)
+                    writer.add_graph(model, trainer.example_input)
             except Exception as ex:  # tracing is best effort: some models cannot be traced
                 log.warning(f"model graph not logged: {type(ex).__name__}: {ex}")
             finally:
                 model.train(was_training)
 
     def on_validation_end(self, trainer, state) -> None:
-        if trainer.logger is None:
+        if (writer := tensorboard_writer(trainer)) is None:
             return
         matrix = trainer.metrics.confusion_matrix() if trainer.metrics is not None else None
         if self.confusion_matrix and matrix is not None:
-            trainer.logger.writer.add_image(
+            writer.add_image(
                 "val/confusion_matrix", heatmap(matrix), state.global_step, dataformats="HWC"
             )
         # Here rather than at the epoch's end: written before the epoch's checkpoint.
         if self.histograms:
             for name, parameter in trainer.model.named_parameters():
-                trainer.logger.writer.add_histogram(f"weight/{name}", parameter, state.global_step)
+                writer.add_histogram(f"weight/{name}", parameter, state.global_step)
 
     def on_before_optimizer_step(self, trainer, state) -> None:
         # Gradients of the epoch's last step; they are cleared right after the step.
-        if self.histograms and trainer.logger is not None and trainer.is_last_step_of_epoch():
+        writer = tensorboard_writer(trainer)
+        if self.histograms and writer is not None and trainer.is_last_step_of_epoch():
             for name, parameter in trainer.model.named_parameters():
                 if parameter.grad is not None:
-                    trainer.logger.writer.add_histogram(
-                        f"grad/{name}", parameter.grad, state.global_step
-                    )
+                    writer.add_histogram(f"grad/{name}", parameter.grad, state.global_step)
 
     def on_test_end(self, trainer, state) -> None:
-        if trainer.logger is None or trainer.outputs is None or trainer.metrics is None:
+        writer = tensorboard_writer(trainer)
+        if writer is None or trainer.outputs is None or trainer.metrics is None:
             return
-        writer, metrics = trainer.logger.writer, trainer.metrics
+        metrics = trainer.metrics
         outputs, targets = trainer.outputs
         predicted = metrics.predictions(outputs).float().cpu()
         targets = targets.cpu()
@@ -124,6 +125,12 @@ class TensorBoardFigures(Callback):
         self.graph_logged = state.get("graph_logged", False)
 
 
+def tensorboard_writer(trainer) -> Any:
+    """The run's SummaryWriter; None without a logger, or where this process does not write
+    (see `TensorBoardLogger`)."""
+    return getattr(trainer.logger, "writer", None)
+
+
 def heatmap(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
     """Rows normalised to [0, 1] and drawn as white-to-blue cells: an HWC uint8 image."""
     matrix = matrix.float().cpu()
@@ -137,8 +144,7 @@ def heatmap(matrix: torch.Tensor, cell: int = 16) -> torch.Tensor:
 def confusion_image(matrix: torch.Tensor, names: list[str]) -> np.ndarray:
     """The confusion matrix with its counts and class names: an HWC uint8 image.
 
-    Drawn with Pillow rather than matplotlib: importing matplotlib (0.3-0.4 s) would be a
-    default run's largest start-up cost after torch, scikit-learn and torchmetrics.
+    Drawn with Pillow rather than matplotlib, whose import costs more than drawing this.
     Cells are shaded by their share of the true class's row (white: none, blue: all),
     like the per-epoch heat maps; rows are the true classes, columns the predicted ones.
     """

@@ -7,6 +7,7 @@ import sys
 import time
 
 from trainlab.engine.callback import Callback
+from trainlab.engine.distributed import is_main_process
 
 log = logging.getLogger("trainlab")
 
@@ -29,6 +30,8 @@ class ProgressDisplay(Callback):
             state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total
         ):
             return
+        if not is_main_process():
+            return
         filled = self.width * state.batch_in_epoch // total
         sys.stderr.write(
             f"\repoch {state.epoch + 1}/{trainer.max_epochs} "
@@ -37,6 +40,8 @@ class ProgressDisplay(Callback):
         sys.stderr.flush()
 
     def on_validation_end(self, trainer, state) -> None:
+        if not is_main_process():
+            return
         if self.bar:
             sys.stderr.write("\r\033[K")
         shown = "  ".join(f"{k} {state.metrics[k]:.4f}" for k in SHOWN if k in state.metrics)

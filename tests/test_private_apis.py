@@ -1,0 +1,61 @@
+"""The private torch APIs the trainer uses, pinned: if a torch release changes them, this
+fails rather than the NaN guard or the gradient norm going quietly wrong.
+
+- `torch._foreach_norm`: `trainer.total_norm` (the gradient norm) and
+  `Trainer.check_finite` (the weights' norms in float64);
+- `GradScaler._get_scale_async`: the loss scale of a step, read as a tensor so the host
+  does not wait for the device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainlab.engine.trainer import total_norm
+
+
+def test_foreach_norm_is_each_tensors_2_norm() -> None:
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(shape, generator=generator) for shape in ((3,), (4, 5), (2, 3, 4))]
+    norms = torch._foreach_norm(tensors)
+    assert [n.item() for n in norms] == [torch.linalg.vector_norm(t).item() for t in tensors]
+    wide = torch._foreach_norm(tensors, dtype=torch.float64)
+    assert all(n.dtype == torch.float64 for n in wide)
+    expected = [torch.linalg.vector_norm(t.double()).item() for t in tensors]
+    assert [n.item() for n in wide] == expected
+    # Finite float32 values whose float32 norm would overflow stay finite in float64.
+    huge = torch.full((4,), 3e38)
+    assert math.isinf(torch._foreach_norm([huge])[0].item())
+    assert math.isfinite(torch._foreach_norm([huge], dtype=torch.float64)[0].item())
+
+
+def test_total_norm_equals_torch_get_total_norm_and_carries_inf_and_nan() -> None:
+    generator = torch.Generator().manual_seed(1)
+    gradients = [torch.randn(shape, generator=generator) for shape in ((8,), (8, 4), (4,))]
+    assert torch.allclose(
+        total_norm(gradients), torch.nn.utils.get_total_norm(gradients), rtol=1e-6
+    )
+    assert total_norm([]).item() == 0.0
+    with_inf = [gradients[0], torch.tensor([1.0, float("inf")])]
+    assert math.isinf(total_norm(with_inf).item())
+    with_nan = [gradients[0], torch.tensor([float("nan"), 1.0])]
+    assert math.isnan(total_norm(with_nan).item())
+
+
+def test_grad_scaler_scale_async_is_the_scale_as_a_tensor() -> None:
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1000)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scaler.scale((weight * 2).sum()).backward()
+    scale = scaler._get_scale_async()
+    assert isinstance(scale, torch.Tensor) and scale.item() == scaler.get_scale() == 1024.0
+    scaler.step(optimizer)
+    scaler.update()
+    # An overflowing step halves the scale; the tensor read says so too.
+    optimizer.zero_grad()
+    scaler.scale((weight * float("inf")).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler._get_scale_async().item() == scaler.get_scale() == 512.0
