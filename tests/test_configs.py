@@ -197,7 +197,7 @@ def signature_defaults(target: str) -> dict[str, object]:
     }
 
 
-def signature_disagreements(target: str, schema: type, helpers: tuple[str, ...] = ()) -> list:
+def signature_disagreements(target: str, schema: type, helpers: tuple[str, ...] = ()) -> list[str]:
     default = schema()
     found = []
     for source in (target, *helpers):

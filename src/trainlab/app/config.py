@@ -72,12 +72,13 @@ def check_node(node: Any, key: str, schema: type) -> Any:
             value = value.get(part) if hasattr(value, "get") else None
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value)
-        spot = {f.name: f for f in fields(_nested_schema(schema, parents))}[last]
-        check = spot.metadata.get("check")
+        spot = {f.name: f for f in fields(_nested_schema(schema, parents))}.get(last)
+        check = spot.metadata.get("check") if spot is not None else None
         if check is not None and (problem := check(value)):
             raise ConfigError(f"{key}.{name}={value!r} has the wrong type: it {problem}") from None
+        expected = _type_name(spot.type) if spot is not None else "another type"
         raise ConfigError(
-            f"{key}.{name}={value!r} has the wrong type: expected {_type_name(spot.type)}"
+            f"{key}.{name}={value!r} has the wrong type: expected {expected}"
         ) from None
     instance = OmegaConf.to_object(merged)
     _check_fields(instance, key)

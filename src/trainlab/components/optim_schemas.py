@@ -35,7 +35,7 @@ class SGDSchema(OptimizerSchema):
     dampening: float = spec(0.0, ge=0.0, le=1.0)
     nesterov: bool = spec(False)
     weight_decay: float = spec(0.0, ge=0.0)
-    fused: bool | None = spec(None)  # null: torch picks its per-tensor (foreach) loop
+    fused: bool | None = spec(None)  # null: torch's choice, not its fused kernel
 
     def cross_check(self, key: str) -> None:
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
@@ -51,7 +51,7 @@ class AdamSchema(OptimizerSchema):
     betas: list[float] = spec([0.9, 0.999], check=unit_pair)
     eps: float = spec(1e-8, gt=0.0)
     weight_decay: float = spec(0.0, ge=0.0)
-    fused: bool | None = spec(None)  # null: torch picks its per-tensor (foreach) loop
+    fused: bool | None = spec(None)  # null: torch's choice, not its fused kernel
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The `trainer:` settings: the loop's own (the `Trainer`'s arguments, same defaults) and how
 the run places data and computes (device, loader, threads, precision, memory).
 
-Torch-free and Hydra-free, like the rest of the engine's imports.
+Torch-free, so a bad `trainer.*` value is reported before torch is imported; and, as all
+of the engine, free of Hydra and the application.
 """
 
 from __future__ import annotations
