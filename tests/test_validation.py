@@ -16,6 +16,15 @@ BAD_VALUES = [
     ("model.dropout=1.5", "model.dropout=1.5 is out of range: it must be < 1"),
     ("model.activation=swish", "choose one of: relu, gelu, tanh, sigmoid, leaky_relu"),
     ("model.hidden_sizes=[0,3]", "model.hidden_sizes=[0, 3] must be a list of positive integers"),
+    (
+        "model.hidden_sizes=[true]",
+        "model.hidden_sizes=[True] has the wrong type: it must be a list of positive integers",
+    ),
+    (
+        "trainer.limit_train_batches=some",
+        "trainer.limit_train_batches='some' has the wrong type: expected an integer (or null)",
+    ),
+    ("optim.betas=[a,b]", "optim.betas=['a', 'b'] has the wrong type: it must be two numbers"),
     ("data.batch_size=0", "data.batch_size=0 must be a positive integer or 'full'"),
     ("data.batch_size=big", "data.batch_size='big' must be a positive integer or 'full'"),
     ("data.val_fraction=0.8", "data.val_fraction + data.test_fraction = 0.95 leaves too little"),
@@ -56,6 +65,38 @@ def test_bad_value_is_refused_with_its_key(override: str, message: str) -> None:
 def test_cross_field_and_group_checks(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(compose_config(*overrides))
+
+
+def test_validate_hands_over_the_checked_settings_with_defaults_filled_in() -> None:
+    from omegaconf import open_dict
+
+    from trainlab.engine.schemas import TrainerSchema
+
+    cfg = compose_config("optim=sgd", "trainer.max_epochs=3")
+    with open_dict(cfg):  # a config that leaves keys out gets the schemas' defaults
+        del cfg.trainer.precision, cfg.trainer.nan_policy, cfg.optim.momentum
+    settings = validate(cfg)
+    assert isinstance(settings["trainer"], TrainerSchema)
+    assert settings["trainer"].max_epochs == 3
+    assert (settings["trainer"].precision, settings["trainer"].nan_policy) == ("32", "stop")
+    assert (settings["optim"].lr, settings["optim"].momentum) == (0.05, 0.0)
+    assert settings["model"].dropout == 0.1  # configs/model/mlp.yaml's choice
+    assert settings["callbacks.early_stopping"].patience == 10
+    assert settings["data"].augment.shift == 0
+
+
+def test_build_runs_on_the_checked_trainer_settings(tmp_path) -> None:
+    """A trainer node without most keys builds with the schema's defaults."""
+    from omegaconf import open_dict
+
+    from trainlab.app.experiment import build
+
+    cfg = compose_config("trainer.device=cpu", "logger=none", output_dir=tmp_path)
+    with open_dict(cfg):
+        for key in ("precision", "nan_policy", "loader", "num_threads", "keep_freed_memory"):
+            del cfg.trainer[key]
+    trainer = build(cfg).trainer
+    assert (trainer.precision, trainer.nan_policy, trainer.max_epochs) == ("32", "stop", 30)
 
 
 def test_every_shipped_option_validates() -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from trainlab.app.sweeps.pruning import OptunaPruning
     from trainlab.components.data import DataBundle
+    from trainlab.engine.schemas import TrainerSchema
 
 log = logging.getLogger("trainlab")
 
@@ -58,7 +59,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     the validation split. With `resume=...` the trainer continues from the checkpoint,
     which must match `cfg`'s model, data and seed.
     """
-    validate(cfg)
+    trainer_cfg = validate(cfg)["trainer"]  # checked, every default filled in
 
     import torch  # imported here: config errors return without it
     from hydra.utils import instantiate
@@ -79,8 +80,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.engine.threads import choose_threads
     from trainlab.engine.trainer import Trainer
 
-    device = resolve_device(cfg.trainer.device)
-    precision = str(cfg.trainer.precision)
+    device = resolve_device(trainer_cfg.device)
+    precision = trainer_cfg.precision
     check_precision(precision, device)  # before any work: 16-mixed needs CUDA
     source = runs.resume_source(cfg)
     resumed = None
@@ -97,7 +98,6 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
             log.info(f"seed=null: drew seed {seed} (pass seed={seed} to repeat this run)")
     seed_everything(seed)
 
-    trainer_cfg = cfg.trainer
     if OWNS_PROCESS and (kept := keep_freed_memory(trainer_cfg.keep_freed_memory)) is not None:
         log.debug(f"host memory: {kept}")
     folding = {"fold": fold} if fold is not None else {}
@@ -372,7 +372,7 @@ def wanted_by(target: str, **available: Any) -> dict[str, Any]:
     return {name: value for name, value in available.items() if name in parameters}
 
 
-def place_data(data: DataBundle, device: torch.device, trainer_cfg: DictConfig) -> DataBundle:
+def place_data(data: DataBundle, device: torch.device, trainer_cfg: TrainerSchema) -> DataBundle:
     """Put the data where `trainer.loader` says batches come from: on the device
     (tensors), or in host memory behind a DataLoader (dataloader)."""
     from trainlab.components.data.loaders import choose_loader, use_pin_memory

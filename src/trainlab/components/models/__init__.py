@@ -1,60 +1,36 @@
-"""Models, and how one is built for the data it will see.
+"""Models, and how one is built for the data it will see (`build`).
 
-A model class takes, besides its own config fields, whichever of these its signature names:
-`input_shape` (one sample's shape), `num_outputs`, `input_kind` ("features", "image" or
-"tokens"), `vocab_size` and `padding_idx` (token data). A class attribute `input_kinds`
-lists the kinds it can take; a model without one is trusted with any data.
+The classes are imported when first used (PEP 562), so `models.schemas` (their settings)
+is read without importing torch: `--help` and config errors stay fast.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
-from torch import nn
+if TYPE_CHECKING:
+    from trainlab.components.models.build import SHIPPED, build_model
+    from trainlab.components.models.cnn import CNN
+    from trainlab.components.models.mlp import MLP
+    from trainlab.components.models.rnn import RNN
+    from trainlab.components.models.transformer import Transformer
 
-from trainlab.components.data.datasets import DataInfo
-from trainlab.components.models.cnn import CNN
-from trainlab.components.models.mlp import MLP
-from trainlab.components.models.rnn import RNN
-from trainlab.components.models.transformer import Transformer
-from trainlab.errors import ConfigError
-
-# The shipped models by config name (configs/model/<name>.yaml).
-SHIPPED: dict[str, type[nn.Module]] = {
-    "mlp": MLP,
-    "cnn": CNN,
-    "transformer": Transformer,
-    "rnn": RNN,
+# name -> the module that defines it
+_MODULES = {
+    "CNN": "trainlab.components.models.cnn",
+    "MLP": "trainlab.components.models.mlp",
+    "RNN": "trainlab.components.models.rnn",
+    "Transformer": "trainlab.components.models.transformer",
+    "SHIPPED": "trainlab.components.models.build",
+    "build_model": "trainlab.components.models.build",
 }
 
 
-def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
-    model_class = get_class(cfg._target_)
-    kinds = getattr(model_class, "input_kinds", None)
-    if kinds is not None and info.input_kind not in kinds:
-        fits = [name for name, cls in SHIPPED.items() if info.input_kind in cls.input_kinds]
-        raise ConfigError(
-            f"{model_class.__name__} cannot take {info.input_kind} data (data: {info.name}); "
-            f"models that fit: {', '.join(f'model={name}' for name in fits)}"
-        )
-    known = {
-        "input_shape": tuple(info.input_shape),
-        "num_outputs": num_outputs,
-        "input_kind": info.input_kind,
-        "vocab_size": info.vocab_size,
-        "padding_idx": info.padding_idx,
-    }
-    accepted = inspect.signature(model_class).parameters
-    try:
-        return instantiate(cfg, **{k: v for k, v in known.items() if k in accepted})
-    except InstantiationException as ex:
-        # A model that finds its config does not fit the data says so in words: pass that on.
-        if isinstance(ex.__cause__, ConfigError):
-            raise ex.__cause__ from None
-        raise
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[name]), name)
 
 
 __all__ = ["CNN", "MLP", "RNN", "SHIPPED", "Transformer", "build_model"]
