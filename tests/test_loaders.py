@@ -89,11 +89,14 @@ def test_workers_serve_epochs_in_turn_and_stop_with_their_batches(digits) -> Non
 
 def test_placement_follows_trainer_loader(tmp_path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="trainlab"):
-        fast = build(compose_config(output_dir=tmp_path / "auto"))
+        fast = build(compose_config("trainer.device=cpu", output_dir=tmp_path / "auto"))
     assert isinstance(fast.train, TensorBatches)
     assert "trainer.loader=auto: tensors (the device is cpu" in caplog.text
 
-    streamed = build(compose_config("trainer.loader=dataloader", output_dir=tmp_path / "dl"))
+    streamed_cfg = compose_config(
+        "trainer.loader=dataloader", "trainer.device=cpu", output_dir=tmp_path / "dl"
+    )
+    streamed = build(streamed_cfg)
     assert isinstance(streamed.train, LoaderBatches) and isinstance(streamed.test, LoaderBatches)
     assert streamed.train.device == CPU and not streamed.train.loader.pin_memory
     # The finders see the same batches through the shared surface.

@@ -14,7 +14,8 @@ from torch import nn
 
 from trainlab.components.models import CNN, MLP, RNN, Transformer
 from trainlab.components.optim import build_optimizer
-from trainlab.engine.threads import DEFAULT_THREADS, choose_threads, forward_flops
+from trainlab.engine import threads
+from trainlab.engine.threads import choose_threads, forward_flops
 
 
 def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -61,17 +62,26 @@ def test_forward_flops_counts_convolutions_attention_and_recurrence() -> None:
     assert forward_flops(lstm, image) > 2 * 4 * lstm.rnn.hidden_size * 8 * 8
 
 
-def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch) -> None:
+@pytest.mark.parametrize("cores", [1, 4])
+def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch, cores) -> None:
+    # torch's default thread count is the host's; pinned here so the rule is tested alike on
+    # a 1-core and a many-core host.
+    monkeypatch.setattr(threads, "DEFAULT_THREADS", cores)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     sample = torch.randn(1, 1, 8, 8)
     mlp = MLP((1, 8, 8), 10, hidden_sizes=(256, 256))
-    count, why = choose_threads("auto", mlp, sample, batch_size=64)
-    assert (count, why) == (1, "a small model: ~11 MFLOP per forward pass") or DEFAULT_THREADS == 1
-    count, why = choose_threads("auto", CNN((1, 8, 8), 10), sample, batch_size=512)
-    assert count == DEFAULT_THREADS and "322 MFLOP" in why
+    cnn = CNN((1, 8, 8), 10)
+    if cores == 1:
+        assert choose_threads("auto", mlp, sample, batch_size=64) == (1, "one core")
+        assert choose_threads("auto", cnn, sample, batch_size=512) == (1, "one core")
+    else:
+        small = choose_threads("auto", mlp, sample, batch_size=64)
+        assert small == (1, "a small model: ~11 MFLOP per forward pass")
+        large = choose_threads("auto", cnn, sample, batch_size=512)
+        assert large == (4, "~322 MFLOP per forward pass")
     assert choose_threads(3, mlp, sample, batch_size=64) == (3, "trainer.num_threads=3")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert choose_threads("auto", mlp, sample, 64) == (DEFAULT_THREADS, "OMP_NUM_THREADS=2")
+    assert choose_threads("auto", mlp, sample, 64) == (cores, "OMP_NUM_THREADS=2")
 
 
 def test_counting_flops_changes_nothing_in_the_model() -> None:
