@@ -130,7 +130,11 @@ def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
     run_dir = cwd / "outputs" / "runs" / "in-process"
     stdout, stderr, status = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (
+        contextlib.chdir(cwd),  # relative paths in ARGS mean what they mean to the command
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
         try:
             try:
                 cfg = compose_config(*args, *root, output_dir=run_dir)

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from conftest import compose_config, read_metrics, train_cli
+from conftest import compose_config, read_metrics, train_cli, train_in_process
 from test_resume import COMMON, MLP, Run, assert_same_run, only_run
 
 from trainlab.app.config import validate
@@ -184,7 +184,7 @@ def test_bad_loader_settings_are_refused_in_one_line(override: str, message: str
 
 
 def test_cli_refuses_an_unknown_loader(tmp_path) -> None:
-    result = train_cli("trainer.loader=disk", cwd=tmp_path)
+    result = train_in_process("trainer.loader=disk", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: trainer.loader='disk' is not allowed; choose one of: auto, tensors, dataloader"
