@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from conftest import compose_config, read_metrics, train_cli, train_in_process
+from conftest import compose_config, read_metrics, train_in_process
 from test_resume import COMMON, MLP, Run, assert_same_run, only_run
 
 from trainlab.app.config import validate
@@ -131,14 +131,15 @@ TEXT = (
     ],
     ids=["digits_mlp", "text_rnn_workers"],
 )
-def test_same_metrics_and_weights_with_and_without_the_fast_path(tmp_path, setup, streamed):
+def test_same_metrics_and_weights_with_and_without_the_fast_path(
+    run_experiment, capfd, setup, streamed
+):
     runs = {}
     for name, options in (("tensors", ("trainer.loader=tensors",)), ("dataloader", streamed)):
-        (tmp_path / name).mkdir()
-        result = train_cli(*setup, *options, cwd=tmp_path / name)
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr and "Exception" not in result.stderr
-        (runs[name],) = (tmp_path / name / "outputs" / "runs").iterdir()
+        _, runs[name] = run_experiment(*setup, *options)
+        # Nothing went wrong quietly, in this process or in a loader's worker processes.
+        printed = capfd.readouterr()
+        assert "Traceback" not in printed.err and "Exception" not in printed.err
     fast, streamed_run = (read_metrics(runs[n]) for n in ("tensors", "dataloader"))
     for key in ("val", "test", "objective", "epochs", "steps"):
         assert fast[key] == streamed_run[key], key
