@@ -4,6 +4,7 @@ no torch import before a config is valid, the thread choice, the quick exit."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from torch import nn
 from trainlab.components.models import CNN, MLP, RNN, Transformer
 from trainlab.components.optim import build_optimizer
 from trainlab.engine import threads
+from trainlab.engine.runtime import keep_freed_memory
 from trainlab.engine.threads import choose_threads, forward_flops
 
 
@@ -182,6 +184,23 @@ def page_faults_per_step(setting: str, **env: str) -> tuple[str, float]:
     return said, float(faults)
 
 
+def test_keep_freed_memory_leaves_a_users_allocator_settings_alone(monkeypatch) -> None:
+    """What the setting does, by branch (its effect on page faults is measured by
+    scripts/bench.py and by the slow test below)."""
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    for name in [n for n in os.environ if n.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    assert keep_freed_memory(False) is None
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory(True) == "left to the MALLOC_* environment variables"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert keep_freed_memory(True) == (
+        "left to the allocator in LD_PRELOAD (/usr/lib/libjemalloc.so.2)"
+    )
+
+
+@pytest.mark.slow  # an allocator measurement: three processes training a CNN
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_freed_memory_is_kept_for_the_next_step() -> None:
     """glibc hands freed tensor memory back to the system in some processes, not others,
