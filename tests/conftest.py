@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -104,6 +106,47 @@ def script_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`train.py ARGS` run in this process, through the command's own error path.
+
+    The config is composed as the command composes it (an error there ends in `exit_with`,
+    as in `cli.main`); the job runs inside `report_errors` in a run folder under
+    `cwd/outputs/runs/` holding what Hydra writes before a job starts. Returns what the
+    process would: its exit status and what it printed (log records go to the log, not
+    stdout, without Hydra's logging setup). For config and data errors: the one-line
+    contract of the process itself is checked by a few `train_cli` tests.
+    """
+    from trainlab.app.cli import report_errors
+    from trainlab.app.experiment import run
+    from trainlab.errors import exit_with
+
+    root = (
+        []
+        if any(a.startswith("paths.root_dir=") for a in args)
+        else [f"paths.root_dir={cwd / 'outputs'}"]
+    )
+    run_dir = cwd / "outputs" / "runs" / "in-process"
+    stdout, stderr, status = io.StringIO(), io.StringIO(), 0
+    with (
+        contextlib.chdir(cwd),  # relative paths in ARGS mean what they mean to the command
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            try:
+                cfg = compose_config(*args, *root, output_dir=run_dir)
+            except Exception as ex:
+                exit_with(ex)
+            (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+            (run_dir / ".hydra" / "overrides.yaml").write_text(json.dumps(list(args)))  # YAML too
+            report_errors(run)(cfg)
+        except SystemExit as ended:
+            status = ended.code
+    return subprocess.CompletedProcess(
+        ["train.py", *args], status, stdout.getvalue(), stderr.getvalue()
     )
 
 

@@ -1,7 +1,10 @@
-"""Bad input gets words, not tracebacks: a table of mistakes run through the real train.py.
+"""Bad input gets words, not tracebacks: a table of mistakes, each ending in one line.
 
 Each must end with exit status 2 and ONE line on stderr that names the problem and the fix,
 print no traceback, create no run folder, and leave an earlier run's files untouched.
+
+The table runs in-process through the command's own error path (`train_in_process`); a few
+rows also run through the real `train.py`, to hold the contract for the process itself.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import train_cli
+from conftest import compose_config, train_cli, train_in_process
+
+from trainlab.app.experiment import run
 
 # (arguments, words the one line must contain)
 CASES = [
@@ -54,7 +59,7 @@ CASES = [
     (["loss=bce"], "loss=bce needs two classes"),
     (["data=diabetes", "loss=mse", "objective=val/acc"], "is not logged for a regression task"),
     (["cv.folds=2000"], "use fewer folds, e.g. cv.folds=5"),
-    (["trainer.device=cuda:3"], "trainer.device=cuda:3 but"),
+    (["trainer.device=cuda:99"], "trainer.device=cuda:99 but"),
     # bad data files ({files}: written by the fixture below)
     (["data=csv", "data.path={files}/missing.csv", "data.target=label"], "file not found"),
     (["data=csv", "data.path={files}/empty.csv", "data.target=label"], "the file is empty"),
@@ -80,6 +85,12 @@ CASES = [
 ]
 
 
+# One row of each kind through the real train.py: an error while composing, in the data,
+# and in a checkpoint (the last two after Hydra has made the run folder).
+IN_A_PROCESS = ["optim.lrr=0.1", "data=csv data.path={files}/missing.csv data.target=label"]
+IN_A_PROCESS += ["resume={interrupted} model.hidden_sizes=[32]"]
+
+
 def fingerprint(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -88,16 +99,24 @@ def fingerprint(folder: Path) -> dict[str, str]:
     }
 
 
+def snapshot(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """Every path under `folder` (empty folders too) and every file's hash."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")), fingerprint(folder)
+
+
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory) -> Path:
     """Runs that every bad command must leave exactly as they were: a finished one, and one
     whose process died before it finished (no metrics.json); plus the data files."""
     cwd = tmp_path_factory.mktemp("bad-inputs")
     for name in ("finished", "interrupted"):
-        result = train_cli(
-            "trainer.max_epochs=1", "trainer.limit_train_batches=2", f"name={name}", cwd=cwd
+        cfg = compose_config(
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.device=cpu",
+            output_dir=cwd / "outputs" / "runs" / f"2026-01-01_00-00-00_{name}",
         )
-        assert result.returncode == 0, result.stderr
+        run(cfg)
     (interrupted,) = (cwd / "outputs" / "runs").glob("*_interrupted")
     (interrupted / "metrics.json").unlink()
 
@@ -120,21 +139,38 @@ def earlier_run(tmp_path_factory) -> Path:
     return cwd
 
 
-@pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
+def filled_in(args: list[str], earlier_run: Path) -> list[str]:
     (interrupted,) = (earlier_run / "outputs" / "runs").glob("*_interrupted")
     args = [a.format(files=earlier_run / "files", interrupted=interrupted) for a in args]
-    before = fingerprint(earlier_run / "outputs")
     short = (
         [] if any(a.startswith("trainer.max_epochs") for a in args) else ["trainer.max_epochs=1"]
     )
-    result = train_cli(*args, *short, cwd=earlier_run)
+    return [*args, *short]
+
+
+@pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
+    before = snapshot(earlier_run / "outputs")
+    result = train_in_process(*filled_in(args, earlier_run), cwd=earlier_run)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and words in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
-    assert fingerprint(earlier_run / "outputs") == before  # nothing new, nothing changed
+    assert snapshot(earlier_run / "outputs") == before  # nothing new, nothing changed
+
+
+@pytest.mark.parametrize("row", IN_A_PROCESS)
+def test_bad_input_ends_the_process_with_one_line(earlier_run: Path, row: str) -> None:
+    (words,) = [words for args, words in CASES if " ".join(args) == row]
+    before = snapshot(earlier_run / "outputs")
+    result = train_cli(*filled_in(row.split(" "), earlier_run), cwd=earlier_run)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert snapshot(earlier_run / "outputs") == before  # nothing new, nothing changed
 
 
 def test_unwritable_output_folder(tmp_path) -> None:

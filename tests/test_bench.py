@@ -33,6 +33,7 @@ def test_throughput_of_every_contender(tmp_path) -> None:
         tmp_path,
         *("--models", "mlp", "--batch-sizes", "64", "--samples", "2560", "--rounds", "2"),
         *("--skip-process", "--variant", "bare:logger=none callbacks=none"),
+        *("--device", "cpu"),  # threads and RSS are CPU figures; a GPU host would pick cuda
     )
     (result,) = report["throughput"]
     assert (result["model"], result["batch_size"], result["train_samples"]) == ("mlp", 64, 2048)

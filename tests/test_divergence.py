@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, train_cli
+from conftest import compose_config, train_in_process
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -43,7 +43,7 @@ def logged(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def test_a_huge_learning_rate_stops_the_run_in_one_line(tmp_path) -> None:
-    result = train_cli("optim=sgd", "optim.lr=1e6", "trainer.max_epochs=3", cwd=tmp_path)
+    result = train_in_process("optim=sgd", "optim.lr=1e6", "trainer.max_epochs=3", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: training diverged: the "), line

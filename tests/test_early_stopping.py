@@ -155,11 +155,26 @@ CASES = [
         None,
     ),
     Case(
+        "min_delta_negative_max_is_abs",
+        "val/acc",
+        "max",
+        3,
+        -0.25,
+        None,
+        0,
+        False,
+        [0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 0.8, 0.9, 1.0],
+        8,
+        5,
+        3,
+        None,
+    ),
+    Case(
         "min_delta_negative_is_abs",
         "val/loss",
         "min",
         3,
-        0.25,
+        -0.25,
         None,
         0,
         False,
@@ -604,3 +619,9 @@ def test_state_round_trips_for_resume() -> None:
     restored = EarlyStopping(monitor=case.monitor, patience=case.patience)
     restored.load_state_dict(callback.state_dict())
     assert restored.state_dict() == callback.state_dict()
+
+
+def test_no_two_cases_feed_the_same_inputs() -> None:
+    # A copied row under a new name tests nothing new (a negative min_delta went untested so).
+    inputs = [case[1:9] for case in CASES]
+    assert len(set(map(repr, inputs))) == len(inputs)

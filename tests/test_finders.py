@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 import torch
-from conftest import compose_config, train_cli
+from conftest import compose_config, read_metrics
 
 from trainlab.app.experiment import build
 from trainlab.app.finders import find_batch_size, find_lr, scaled_lr
@@ -34,23 +35,17 @@ def test_lr_finder_restores_the_model_and_stops_on_divergence(tmp_path) -> None:
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-9)
 
 
-def test_lr_find_mode_suggests_a_rate_that_trains(tmp_path) -> None:
-    result = train_cli("mode=lr_find", "optim=sgd", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+def test_lr_find_mode_suggests_a_rate_that_trains(run_experiment, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        _, run_dir = run_experiment("mode=lr_find", "optim=sgd")
     found = json.loads((run_dir / "lr_find.json").read_text())
     assert (run_dir / "lr_find.png").stat().st_size > 1000
     lr = found["suggested_lr"]
-    assert f"optim.lr={lr:.3g}" in result.stdout
+    assert f"next run: python train.py optim.lr={lr:.3g}" in caplog.text
     assert not (run_dir / "checkpoints").exists()  # nothing was trained
 
-    (tmp_path / "next").mkdir()
-    trained = train_cli(
-        "optim=sgd", f"optim.lr={lr:.3g}", "trainer.max_epochs=8", cwd=tmp_path / "next"
-    )
-    (next_dir,) = (tmp_path / "next" / "outputs" / "runs").iterdir()
-    assert trained.returncode == 0
-    assert json.loads((next_dir / "metrics.json").read_text())["test"]["test/acc"] > 0.9
+    _, next_dir = run_experiment("optim=sgd", f"optim.lr={lr:.3g}", "trainer.max_epochs=8")
+    assert read_metrics(next_dir)["test"]["test/acc"] > 0.9
 
 
 def test_batch_size_finder_on_cpu(tmp_path) -> None:

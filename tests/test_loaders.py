@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from conftest import compose_config, read_metrics, train_cli
+from conftest import compose_config, read_metrics, train_in_process
 from test_resume import COMMON, MLP, Run, assert_same_run, only_run
 
 from trainlab.app.config import validate
@@ -89,11 +89,14 @@ def test_workers_serve_epochs_in_turn_and_stop_with_their_batches(digits) -> Non
 
 def test_placement_follows_trainer_loader(tmp_path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="trainlab"):
-        fast = build(compose_config(output_dir=tmp_path / "auto"))
+        fast = build(compose_config("trainer.device=cpu", output_dir=tmp_path / "auto"))
     assert isinstance(fast.train, TensorBatches)
     assert "trainer.loader=auto: tensors (the device is cpu" in caplog.text
 
-    streamed = build(compose_config("trainer.loader=dataloader", output_dir=tmp_path / "dl"))
+    streamed_cfg = compose_config(
+        "trainer.loader=dataloader", "trainer.device=cpu", output_dir=tmp_path / "dl"
+    )
+    streamed = build(streamed_cfg)
     assert isinstance(streamed.train, LoaderBatches) and isinstance(streamed.test, LoaderBatches)
     assert streamed.train.device == CPU and not streamed.train.loader.pin_memory
     # The finders see the same batches through the shared surface.
@@ -128,14 +131,15 @@ TEXT = (
     ],
     ids=["digits_mlp", "text_rnn_workers"],
 )
-def test_same_metrics_and_weights_with_and_without_the_fast_path(tmp_path, setup, streamed):
+def test_same_metrics_and_weights_with_and_without_the_fast_path(
+    run_experiment, capfd, setup, streamed
+):
     runs = {}
     for name, options in (("tensors", ("trainer.loader=tensors",)), ("dataloader", streamed)):
-        (tmp_path / name).mkdir()
-        result = train_cli(*setup, *options, cwd=tmp_path / name)
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr and "Exception" not in result.stderr
-        (runs[name],) = (tmp_path / name / "outputs" / "runs").iterdir()
+        _, runs[name] = run_experiment(*setup, *options)
+        # Nothing went wrong quietly, in this process or in a loader's worker processes.
+        printed = capfd.readouterr()
+        assert "Traceback" not in printed.err and "Exception" not in printed.err
     fast, streamed_run = (read_metrics(runs[n]) for n in ("tensors", "dataloader"))
     for key in ("val", "test", "objective", "epochs", "steps"):
         assert fast[key] == streamed_run[key], key
@@ -181,7 +185,7 @@ def test_bad_loader_settings_are_refused_in_one_line(override: str, message: str
 
 
 def test_cli_refuses_an_unknown_loader(tmp_path) -> None:
-    result = train_cli("trainer.loader=disk", cwd=tmp_path)
+    result = train_in_process("trainer.loader=disk", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: trainer.loader='disk' is not allowed; choose one of: auto, tensors, dataloader"

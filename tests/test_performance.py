@@ -4,6 +4,7 @@ no torch import before a config is valid, the thread choice, the quick exit."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ from torch import nn
 
 from trainlab.components.models import CNN, MLP, RNN, Transformer
 from trainlab.components.optim import build_optimizer
-from trainlab.engine.threads import DEFAULT_THREADS, choose_threads, forward_flops
+from trainlab.engine import threads
+from trainlab.engine.runtime import keep_freed_memory
+from trainlab.engine.threads import choose_threads, forward_flops
 
 
 def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -61,17 +64,26 @@ def test_forward_flops_counts_convolutions_attention_and_recurrence() -> None:
     assert forward_flops(lstm, image) > 2 * 4 * lstm.rnn.hidden_size * 8 * 8
 
 
-def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch) -> None:
+@pytest.mark.parametrize("cores", [1, 4])
+def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch, cores) -> None:
+    # torch's default thread count is the host's; pinned here so the rule is tested alike on
+    # a 1-core and a many-core host.
+    monkeypatch.setattr(threads, "DEFAULT_THREADS", cores)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     sample = torch.randn(1, 1, 8, 8)
     mlp = MLP((1, 8, 8), 10, hidden_sizes=(256, 256))
-    count, why = choose_threads("auto", mlp, sample, batch_size=64)
-    assert (count, why) == (1, "a small model: ~11 MFLOP per forward pass") or DEFAULT_THREADS == 1
-    count, why = choose_threads("auto", CNN((1, 8, 8), 10), sample, batch_size=512)
-    assert count == DEFAULT_THREADS and "322 MFLOP" in why
+    cnn = CNN((1, 8, 8), 10)
+    if cores == 1:
+        assert choose_threads("auto", mlp, sample, batch_size=64) == (1, "one core")
+        assert choose_threads("auto", cnn, sample, batch_size=512) == (1, "one core")
+    else:
+        small = choose_threads("auto", mlp, sample, batch_size=64)
+        assert small == (1, "a small model: ~11 MFLOP per forward pass")
+        large = choose_threads("auto", cnn, sample, batch_size=512)
+        assert large == (4, "~322 MFLOP per forward pass")
     assert choose_threads(3, mlp, sample, batch_size=64) == (3, "trainer.num_threads=3")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert choose_threads("auto", mlp, sample, 64) == (DEFAULT_THREADS, "OMP_NUM_THREADS=2")
+    assert choose_threads("auto", mlp, sample, 64) == (cores, "OMP_NUM_THREADS=2")
 
 
 def test_counting_flops_changes_nothing_in_the_model() -> None:
@@ -172,6 +184,23 @@ def page_faults_per_step(setting: str, **env: str) -> tuple[str, float]:
     return said, float(faults)
 
 
+def test_keep_freed_memory_leaves_a_users_allocator_settings_alone(monkeypatch) -> None:
+    """What the setting does, by branch (its effect on page faults is measured by
+    scripts/bench.py and by the slow test below)."""
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    for name in [n for n in os.environ if n.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    assert keep_freed_memory(False) is None
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory(True) == "left to the MALLOC_* environment variables"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert keep_freed_memory(True) == (
+        "left to the allocator in LD_PRELOAD (/usr/lib/libjemalloc.so.2)"
+    )
+
+
+@pytest.mark.slow  # an allocator measurement: three processes training a CNN
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_freed_memory_is_kept_for_the_next_step() -> None:
     """glibc hands freed tensor memory back to the system in some processes, not others,

@@ -18,8 +18,8 @@ from conftest import (
     cli_env,
     compose_config,
     read_metrics,
-    train_cli,
     train_command,
+    train_in_process,
 )
 from torch import nn
 
@@ -60,7 +60,7 @@ def test_precision_takes_lightnings_names(value: str) -> None:
 
 
 def test_16_mixed_on_cpu_is_refused_in_one_line_before_any_work(tmp_path) -> None:
-    result = train_cli("trainer.precision=16-mixed", "trainer.device=cpu", cwd=tmp_path)
+    result = train_in_process("trainer.precision=16-mixed", "trainer.device=cpu", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: trainer.precision=16-mixed needs a CUDA GPU"), line

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_config, pets_table, read_metrics, script_cli, train_cli
+from conftest import compose_config, pets_table, read_metrics, script_cli, train_in_process
 from sklearn.impute import KNNImputer, SimpleImputer
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import MinMaxScaler
@@ -365,13 +365,13 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize(("files", "args", "message"), BAD_INPUT.values(), ids=BAD_INPUT)
-def test_bad_input_is_one_line_from_train_py(tmp_path, files, args, message) -> None:
+def test_bad_input_is_one_line_from_the_command(tmp_path, files, args, message) -> None:
     for name, content in files.items():
         if isinstance(content, pd.DataFrame):
             write(content, tmp_path / name)
         else:
             (tmp_path / name).write_text(content)
-    result = train_cli("data=csv", *args, cwd=tmp_path)
+    result = train_in_process("data=csv", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_config, read_metrics, train_cli
+from conftest import compose_config, read_metrics, train_in_process
 from torch import nn
 
 from trainlab.app.config import validate
@@ -303,11 +303,11 @@ def test_a_text_file_needs_its_path_and_a_known_tokenizer() -> None:
         ),
     ],
 )
-def test_train_py_reports_a_missing_file_or_column_in_one_line(
+def test_the_command_reports_a_missing_file_or_column_in_one_line(
     tmp_path, text_csv, overrides, message
 ) -> None:
     (tmp_path / "reviews.csv").write_bytes(text_csv.read_bytes())
-    result = train_cli("data=text", *overrides, cwd=tmp_path)
+    result = train_in_process("data=text", *overrides, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == message.format(cwd=tmp_path.resolve())
     assert not list((tmp_path / "outputs" / "runs").glob("*"))  # no run folder left behind
