@@ -228,7 +228,7 @@ def test_channels_last_gives_the_same_predictions_on_cpu() -> None:
 def test_channels_last_true_trains_like_false_and_auto_is_off_on_cpu(
     run_experiment, tmp_path
 ) -> None:
-    options = (*CNN_SMALL, "trainer.max_epochs=2", "callbacks.figures=null")
+    options = (*CNN_SMALL, "trainer.max_epochs=2", "callbacks.figures=null", "trainer.device=cpu")
     _, off_dir = run_experiment(*options, "trainer.channels_last=false")
     _, on_dir = run_experiment(*options, "trainer.channels_last=true")
     off, on = read_metrics(off_dir), read_metrics(on_dir)

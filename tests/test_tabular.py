@@ -422,7 +422,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 PREDICT_ERRORS = [
     (["run=nowhere", "input=new.csv"], "run=nowhere: no such run folder"),
-    (["run=RUN"], "input not given; usage: python predict.py run=<run folder>"),
+    (["run=RUN"], "input not given; usage: trainlab predict run=<run folder>"),
     (
         ["run=RUN", "input=new.csv", "ouput=p.csv"],
         "unknown option 'ouput' (did you mean 'output'?)",
