@@ -1,19 +1,28 @@
-"""The Python API: `Trainer.fit` takes a DataLoader or a list of batches."""
+"""The Python API: `import trainlab` stays light, `Trainer.fit` takes a DataLoader or a list
+of batches, and `trainlab.run(trainlab.compose(...))` is the command's own run."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, cli_env, train_cli
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from trainlab.components.metrics import TaskMetrics
-from trainlab.engine.batches import IterableBatches, TensorBatches
-from trainlab.engine.trainer import Trainer
-from trainlab.errors import TrainlabError
+import trainlab
+from trainlab import IterableBatches, TaskMetrics, TensorBatches, Trainer, TrainlabError
 
 
 def digits(rows: int = 1797) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +51,34 @@ class Rows(IterableDataset):
 
     def __iter__(self):
         return zip(self.inputs, self.targets, strict=True)
+
+
+# ------------------------------------------------------------------------- the package
+def test_import_trainlab_imports_no_torch_until_a_class_is_used() -> None:
+    code = (
+        "import sys, trainlab\n"
+        "assert 'torch' not in sys.modules, 'import trainlab'\n"
+        "trainlab.compose, trainlab.ConfigError\n"
+        "assert 'torch' not in sys.modules, 'trainlab.compose'\n"
+        "assert set(trainlab.__all__) <= set(dir(trainlab))\n"
+        "trainlab.Trainer\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
+def test_every_public_name_resolves() -> None:
+    for name in trainlab.__all__:
+        assert getattr(trainlab, name) is not None
+    from trainlab.components.callbacks import EarlyStopping
+
+    assert trainlab.EarlyStopping is EarlyStopping
+    with pytest.raises(AttributeError, match="no attribute 'Trainr'"):
+        trainlab.Trainr  # noqa: B018
 
 
 # ------------------------------------------------------------------ Trainer.fit inputs
@@ -126,3 +163,64 @@ def test_a_one_shot_iterator_is_refused_in_words() -> None:
     inputs, targets = digits(64)
     with pytest.raises(TrainlabError, match=r"one-shot iterator.*pass a list"):
         mlp_trainer().fit(iter([(inputs, targets)]))
+
+
+# ------------------------------------------------------------- a whole experiment
+def test_run_from_python_equals_the_command_line(tmp_path: Path) -> None:
+    """The same config through `trainlab.run` and through `python train.py`: the same
+    metrics.json values. The call leaves the process's handlers and levels as they were."""
+    overrides = ["debug=fast", "seed=3"]
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGTERM", "SIGUSR1")}
+    root = logging.getLogger()
+    root_state = (root.level, list(root.handlers), logging.getLogger("trainlab").level)
+    threads = torch.get_num_threads()
+
+    result = trainlab.run(trainlab.compose(overrides), output_dir=tmp_path / "python")
+
+    assert {n: signal.getsignal(getattr(signal, n)) for n in handlers} == handlers
+    assert (root.level, list(root.handlers), logging.getLogger("trainlab").level) == root_state
+    assert torch.get_num_threads() == threads
+    done = train_cli(*overrides, "hydra.run.dir=command", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from_python = json.loads((tmp_path / "python" / "metrics.json").read_text())
+    from_command = json.loads((tmp_path / "command" / "metrics.json").read_text())
+    for key in ("objective", "val", "test", "epochs", "steps", "seed"):
+        assert from_python[key] == from_command[key], key
+    assert result.objective == from_python["objective"]["value"]
+    assert result.test == from_python["test"] and result.run_dir == tmp_path / "python"
+    assert result.best_checkpoint.is_file()
+    assert "objective val/acc" in (tmp_path / "python" / "train.log").read_text()
+    assert (tmp_path / "python" / "tb").is_dir()
+
+
+def test_run_makes_a_new_folder_and_never_writes_into_another_run(tmp_path: Path) -> None:
+    cfg = trainlab.compose(["debug=fast", f"paths.root_dir={tmp_path}", "name=try"])
+    first = trainlab.run(cfg)
+    second = trainlab.run(cfg)
+    assert first.run_dir.parent == second.run_dir.parent == tmp_path / "runs"
+    assert first.run_dir.name.endswith("_try") and first.run_dir != second.run_dir
+    caller_paths = OmegaConf.to_container(cfg.paths)  # the caller's config is left as it was
+    assert caller_paths["output_dir"] == "${hydra:runtime.output_dir}"
+    with pytest.raises(TrainlabError, match="already holds a run"):
+        trainlab.run(cfg, output_dir=first.run_dir)
+    with pytest.raises(trainlab.ConfigError, match="resume=auto from Python needs output_dir"):
+        trainlab.run(trainlab.compose(["resume=auto"]))
+    bad = trainlab.compose(["model=cnn", "data=synthetic"])
+    with pytest.raises(trainlab.ConfigError, match="CNN cannot take features data"):
+        trainlab.run(bad, output_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # a failed run leaves no folder behind
+
+
+def test_compose_adds_a_users_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tiny.yaml").write_text("_target_: mypkg.models.TinyNet\nwidth: 8\n")
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - train\n  - _self_\nseed: 5\n")
+    cfg = trainlab.compose(["model=tiny"], config_dir=tmp_path)
+    assert cfg.model._target_ == "mypkg.models.TinyNet" and cfg.optim.lr == 1e-3
+    mine = trainlab.compose(["trainer.max_epochs=2"], config_name="mine", config_dir=tmp_path)
+    assert mine.seed == 5 and mine.trainer.max_epochs == 2 and mine.data.batch_size > 0
+    with pytest.raises(trainlab.ConfigError, match="no such folder"):
+        trainlab.compose(config_dir=tmp_path / "missing")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):  # a caller's
+        assert trainlab.compose(["seed=1"]).seed == 1
+        assert hydra_compose("train", ["seed=2"]).seed == 2  # the caller's Hydra is still there
