@@ -224,3 +224,22 @@ def test_compose_adds_a_users_config_folder(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):  # a caller's
         assert trainlab.compose(["seed=1"]).seed == 1
         assert hydra_compose("train", ["seed=2"]).seed == 2  # the caller's Hydra is still there
+
+
+def test_run_resumes_a_run_in_its_own_folder(tmp_path: Path) -> None:
+    """`resume=FOLDER` from Python continues that run where its last.pt left it."""
+    overrides = ["debug=fast", "trainer.max_epochs=2"]
+    first = trainlab.run(trainlab.compose(overrides), output_dir=tmp_path / "run")
+    finished = json.loads((first.run_dir / "metrics.json").read_text())
+    (first.run_dir / "metrics.json").unlink()  # as if stopped after its last checkpoint
+    resumed = trainlab.run(trainlab.compose([*overrides, f"resume={first.run_dir}"]))
+    assert resumed.run_dir == first.run_dir
+    assert resumed.test == finished["test"] and resumed.objective == first.objective
+    log = (first.run_dir / "train.log").read_text()
+    assert log.count("testing the best checkpoint") == 2 and "resuming from" in log
+    again = trainlab.compose([*overrides, f"resume={first.run_dir}"])
+    with pytest.raises(TrainlabError, match="already finished"):
+        trainlab.run(again)
+    (first.run_dir / "metrics.json").unlink()
+    with pytest.raises(trainlab.ConfigError, match="name different folders"):
+        trainlab.run(again, output_dir=tmp_path)
