@@ -1,3 +1,107 @@
-"""trainlab: config-driven PyTorch training with one readable loop."""
+"""trainlab: config-driven PyTorch training with one readable loop.
+
+    from trainlab import Trainer, EarlyStopping
+    Trainer(model, optimizer, loss_fn, max_epochs=3, callbacks=[EarlyStopping()]).fit(
+        train_loader, val_loader
+    )
+
+    result = trainlab.run(trainlab.compose(["model=cnn"]))   # a whole experiment
+
+Names are imported when first used (PEP 562): `import trainlab` alone imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainlab.app.api import RunResult, compose, run
+    from trainlab.components.callbacks import (
+        EarlyStopping,
+        LearningRateMonitor,
+        ModelCheckpoint,
+        Monitor,
+        ProgressDisplay,
+        TensorBoardFigures,
+    )
+    from trainlab.components.loggers import TensorBoardLogger
+    from trainlab.components.metrics import TaskMetrics
+    from trainlab.engine.batches import IterableBatches, TensorBatches, as_batches
+    from trainlab.engine.callback import EVENTS, Callback
+    from trainlab.engine.schedule import Schedule
+    from trainlab.engine.seeding import seed_everything
+    from trainlab.engine.trainer import Trainer, TrainState
+    from trainlab.errors import ConfigError, DivergenceError, Preempted, TrainlabError
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+_MODULES = {
+    # the loop
+    "Trainer": "trainlab.engine.trainer",
+    "TrainState": "trainlab.engine.trainer",
+    "Callback": "trainlab.engine.callback",
+    "EVENTS": "trainlab.engine.callback",
+    "Schedule": "trainlab.engine.schedule",
+    "TensorBatches": "trainlab.engine.batches",
+    "IterableBatches": "trainlab.engine.batches",
+    "as_batches": "trainlab.engine.batches",
+    "seed_everything": "trainlab.engine.seeding",
+    # the parts
+    "EarlyStopping": "trainlab.components.callbacks",
+    "LearningRateMonitor": "trainlab.components.callbacks",
+    "ModelCheckpoint": "trainlab.components.callbacks",
+    "Monitor": "trainlab.components.callbacks",
+    "ProgressDisplay": "trainlab.components.callbacks",
+    "TensorBoardFigures": "trainlab.components.callbacks",
+    "TensorBoardLogger": "trainlab.components.loggers",
+    "TaskMetrics": "trainlab.components.metrics",
+    # a whole experiment
+    "compose": "trainlab.app.api",
+    "run": "trainlab.app.api",
+    "RunResult": "trainlab.app.api",
+    # errors
+    "TrainlabError": "trainlab.errors",
+    "ConfigError": "trainlab.errors",
+    "DivergenceError": "trainlab.errors",
+    "Preempted": "trainlab.errors",
+}
+
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "ConfigError",
+    "DivergenceError",
+    "EarlyStopping",
+    "IterableBatches",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "Monitor",
+    "Preempted",
+    "ProgressDisplay",
+    "RunResult",
+    "Schedule",
+    "TaskMetrics",
+    "TensorBatches",
+    "TensorBoardFigures",
+    "TensorBoardLogger",
+    "TrainState",
+    "Trainer",
+    "TrainlabError",
+    "__version__",
+    "as_batches",
+    "compose",
+    "run",
+    "seed_everything",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,9 @@
 """Build everything a config names, train, test, and report the objective.
 
-`run(cfg)` is what `train.py` calls for each Hydra job; it depends only on `cfg`, so tests
-and scripts can call it with a config composed by `hydra.compose`.
+`run(cfg)` is what the `trainlab` command calls for each Hydra job and what `trainlab.run`
+calls from Python (`app/api.py`); it depends only on `cfg`, with `paths.output_dir` set.
+It hands `cv.folds` to `app/cross_validation.py` and the finders' modes to `app/finders.py`,
+which build their experiments with `build`.
 """
 
 from __future__ import annotations
@@ -195,8 +197,12 @@ def run(cfg: DictConfig) -> float:
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
+        from trainlab.app.finders import find
+
         return find(cfg)
     if cfg.cv.folds:
+        from trainlab.app.cross_validation import cross_validate
+
         return cross_validate(cfg)
     started = time.perf_counter()
     exp = build(cfg)
@@ -262,73 +268,6 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
     if trainer.logger is not None:
         trainer.logger.log_scalars(split(final, "test"), step=state.global_step)
     return final, state, best
-
-
-def cross_validate(cfg: DictConfig) -> float:
-    """k-fold cross-validation: one model per fold, each in `fold_<k>/` of the run folder.
-
-    Reports every fold and the mean and standard deviation of each metric; the objective
-    is the mean over folds. The test split is held out of every fold and scored only by
-    each fold's best checkpoint at the end.
-    """
-    import copy
-
-    import numpy as np
-
-    started = time.perf_counter()
-    folds, run_dir = cfg.cv.folds, Path(cfg.paths.output_dir)
-    results, seed = [], None
-    for k in range(folds):
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.paths.output_dir = str(run_dir / f"fold_{k}")
-        if seed is not None:
-            fold_cfg.seed = seed  # a drawn seed (seed=null) is drawn once for all folds
-        log.info(f"cross-validation: fold {k + 1}/{folds}")
-        exp = build(fold_cfg, fold=(k, folds))
-        seed = exp.seed
-        final, _, _ = train_and_test(exp)
-        if exp.trainer.logger is not None:
-            exp.trainer.logger.close()
-        results.append(final)
-        cfg.objective = fold_cfg.objective  # resolved from `auto` by build
-    mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-    std = {k: float(np.std([r[k] for r in results])) for k in results[0]}
-    objective = mean[cfg.objective]
-
-    from trainlab.components.loggers import TensorBoardLogger
-
-    if cfg.logger.get("_target_"):
-        summary_logger = TensorBoardLogger(run_dir / "tb")
-        summary_logger.log_scalars({f"cv_mean/{k}": v for k, v in mean.items()}, step=0)
-        summary_logger.log_scalars({f"cv_std/{k}": v for k, v in std.items()}, step=0)
-        summary_logger.log_hparams(
-            {**hparams(cfg, seed), "cv.folds": folds}, {f"cv_mean/{cfg.objective}": objective}
-        )
-        summary_logger.close()
-    summary = {
-        "objective": {"name": cfg.objective, "value": objective, "aggregate": "mean over folds"},
-        "val": split(mean, "val"),
-        "test": split(mean, "test"),
-        "cv": {"folds": results, "mean": mean, "std": std},
-        "seed": seed,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-    }
-    write_json_atomic(summary, run_dir / "metrics.json")
-    for name in results[0]:
-        values = "  ".join(f"{r[name]:.4f}" for r in results)
-        log.info(f"{name:<16} {mean[name]:.4f} ± {std[name]:.4f}   folds: {values}")
-    log.info(f"objective {cfg.objective} (mean of {folds} folds) = {objective:.4f}")
-    return objective
-
-
-def find(cfg: DictConfig) -> float:
-    """`mode=lr_find` or `mode=batch_size_find`: measure, suggest, train nothing."""
-    from trainlab.app import finders
-
-    exp = build(cfg)
-    if cfg.mode == "lr_find":
-        return finders.run_lr_find(exp, cfg.lr_find)
-    return float(finders.run_batch_size_find(exp, cfg.batch_size_find, cfg))
 
 
 def stopped_message(exp: Experiment, state: Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 log = logging.getLogger("trainlab")
 
@@ -236,3 +237,13 @@ def run_batch_size_find(exp, options, cfg) -> int:
     log.info(f"batch-size finder ({payload['rule']}): {best}")
     log.info(f"next run: python train.py {override}")
     return best
+
+
+def find(cfg: DictConfig) -> float:
+    """`mode=lr_find` or `mode=batch_size_find`: measure, suggest, train nothing."""
+    from trainlab.app.experiment import build
+
+    exp = build(cfg)
+    if cfg.mode == "lr_find":
+        return run_lr_find(exp, cfg.lr_find)
+    return float(run_batch_size_find(exp, cfg.batch_size_find, cfg))

@@ -4,16 +4,23 @@
 share it: `TensorBatches` (here) slices tensors already on the target device, the fast
 path for data that fits there; `LoaderBatches` (`trainlab.components.data.loaders`) keeps
 the split in host memory and copies each batch to the device. Both yield the same batches.
+`IterableBatches` lets the trainer draw from anything else a user has: a torch
+`DataLoader`, a list of `(inputs, targets)` tuples (`as_batches` chooses).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from trainlab.errors import TrainlabError
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+_END = object()  # an exhausted iterator's `next` default
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -29,6 +36,11 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
     """
     sequence = np.random.SeedSequence([seed, epoch], spawn_key=(index,))
     return int(sequence.generate_state(1)[0])
+
+
+def worker_seed(seed: int, epoch: int) -> int:
+    """The seed a DataLoader's worker processes derive theirs from in `epoch`."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
 
 
 def epoch_order(seed: int, epoch: int, num_samples: int) -> torch.Tensor:
@@ -123,3 +135,112 @@ class TensorBatches(Batches):
             if self.transform is not None:
                 inputs = self.augment(inputs, epoch, index)
             yield inputs, targets
+
+
+class IterableBatches:
+    """Any re-iterable of `(inputs, targets)` batches (a torch `DataLoader`, a list of
+    tuples) seen as `Batches`: each batch is moved to `device` as it is drawn.
+
+    Its length is the source's `len()`; a source without one (a DataLoader over an
+    `IterableDataset`) learns it during its first epoch, looking one batch ahead so the
+    loop still knows which batch ends the epoch. Resuming at batch `start` draws and
+    drops the batches before it.
+
+    A DataLoader's order is made a function of (seed, epoch): before each epoch its
+    `RandomSampler` gets a generator seeded as `TensorBatches` seeds its shuffle (so
+    `shuffle=True` draws `TensorBatches`' order), a sampler with `set_epoch` (e.g.
+    `DistributedSampler`) gets the epoch, and the loader's own generator (the seeds of its
+    worker processes) is seeded too. Nothing is drawn from torch's global generator. A
+    sampler with randomness of its own, or a source that shuffles itself, is not reseeded:
+    a resumed run then sees the same order only if the source repeats it.
+    """
+
+    def __init__(self, source: Iterable, device: torch.device, seed: int = 0) -> None:
+        if iter(source) is source:
+            raise TrainlabError(
+                f"got a one-shot iterator ({type(source).__name__}) as batches, but each epoch "
+                "iterates them again: pass a list of (inputs, targets) or a DataLoader"
+            )
+        self.source, self.seed = source, seed
+        self._device = torch.device(device)
+        try:
+            self.num_batches: int | None = len(source)
+        except TypeError:  # an IterableDataset's loader has no length
+            self.num_batches = None
+        # From pinned memory a copy can run in the background (same stream, so the batch's
+        # first use waits for it).
+        self.non_blocking = bool(getattr(source, "pin_memory", False)) and (
+            self._device.type == "cuda"
+        )
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TrainlabError(
+                f"the number of batches of this {type(self.source).__name__} is unknown "
+                "until one epoch has run (its dataset has no __len__): give the dataset a "
+                "__len__, or give a schedule its length in steps yourself"
+            )
+        return self.num_batches
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def example(self, count: int = 2) -> tuple[Any, Any]:
+        """The first `count` rows of the first batch, on the device."""
+        inputs, targets = next(iter(self.epoch(0)))
+        return inputs[:count], targets[:count]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Any, Any]]:
+        """Yield the batches of `epoch` on the device, beginning with batch number `start`."""
+        self._reseed(epoch)
+        drawn = iter(self.source)
+        for _ in range(start):
+            next(drawn, _END)
+        if self.num_batches is not None:
+            for inputs, targets in drawn:
+                yield self._move(inputs), self._move(targets)
+            return
+        # Unknown length: one batch ahead, so the count is set before the last is yielded.
+        count, ahead = start, next(drawn, _END)
+        while ahead is not _END:
+            current, ahead = ahead, next(drawn, _END)
+            count += 1
+            if ahead is _END:
+                self.num_batches = count
+            yield self._move(current[0]), self._move(current[1])
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        return self.epoch(0)
+
+    def _move(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(self._device, non_blocking=self.non_blocking)
+        if type(value) in (list, tuple):
+            return type(value)(self._move(v) for v in value)
+        if isinstance(value, dict):
+            return {key: self._move(v) for key, v in value.items()}
+        return value
+
+    def _reseed(self, epoch: int) -> None:
+        if not isinstance(self.source, DataLoader):
+            return
+        batch_sampler = self.source.batch_sampler
+        samplers = (self.source.sampler, batch_sampler, getattr(batch_sampler, "sampler", None))
+        for sampler in {id(s): s for s in samplers if s is not None}.values():
+            if isinstance(sampler, RandomSampler):
+                sampler.generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+            elif callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
+        # The base seed of the worker processes, apart from the shuffle's.
+        self.source.generator = torch.Generator().manual_seed(worker_seed(self.seed, epoch))
+
+
+def as_batches(
+    source: Batches | Iterable, device: torch.device, seed: int = 0
+) -> Batches | IterableBatches:
+    """`source` as the trainer draws batches: trainlab's own `Batches` as they are (the fast
+    path), anything else iterable through `IterableBatches`."""
+    if isinstance(source, (Batches, IterableBatches)):
+        return source
+    return IterableBatches(source, device, seed)

@@ -9,7 +9,7 @@ never stopped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import chain
@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from trainlab.engine import preemption
-from trainlab.engine.batches import Batches
+from trainlab.engine.batches import Batches, IterableBatches, as_batches
 from trainlab.engine.callback import Callback
 from trainlab.engine.runtime import MIN_LOSS_SCALE, CompiledOrEager, autocast, grad_scaler
 from trainlab.engine.schedule import Schedule, current_lr
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 # Losses stay on the device and are read back in blocks of this many steps: reading
 # every step would make the host wait for the device at each one.
 LOSS_READBACK_STEPS = 100
+
+# What fit, evaluate and test draw batches from: trainlab's own `Batches`, a torch
+# DataLoader, or any re-iterable of (inputs, targets) batches (see `as_batches`).
+BatchSource = Batches | IterableBatches | Iterable
 
 
 @dataclass
@@ -49,6 +54,14 @@ class TrainState:
 
 
 class Trainer:
+    """Fit a model: `Trainer(model, optimizer, loss_fn, max_epochs=3).fit(train, val)`.
+
+    `schedule` is a `Schedule`, or a torch scheduler stepped after each epoch (wrap it as
+    `Schedule(scheduler, interval="step")` to step it after each optimizer step).
+    `metrics=None` reports the loss only. `seed` fixes the order of a shuffling DataLoader
+    by (seed, epoch) (see `IterableBatches`).
+    """
+
     def __init__(
         self,
         model: nn.Module,
@@ -56,7 +69,7 @@ class Trainer:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         *,
         max_epochs: int,
-        schedule: Schedule | None = None,
+        schedule: Schedule | LRScheduler | ReduceLROnPlateau | None = None,
         metrics: TaskMetrics | None = None,
         callbacks: Sequence[Callback] = (),
         logger: Any = None,
@@ -72,9 +85,12 @@ class Trainer:
         compile_model: bool = False,
         channels_last: bool = False,
         config: dict[str, Any] | None = None,
+        seed: int = 0,
     ) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.max_epochs = max_epochs
+        if schedule is not None and not isinstance(schedule, Schedule):
+            schedule = Schedule(schedule)
         self.schedule = schedule
         self.metrics = metrics
         self.callbacks = list(callbacks)
@@ -92,6 +108,7 @@ class Trainer:
         # Mixed precision: forward and loss run under autocast (bfloat16 or float16);
         # float16 also scales the loss (`scaler`), bfloat16 has float32's range and need not.
         device = optimizer.param_groups[0]["params"][0].device  # where training runs
+        self.device, self.seed = device, seed
         self.precision = str(precision)
         self.autocast = autocast(self.precision, device)
         self.scaler = grad_scaler(self.precision, device)
@@ -104,7 +121,7 @@ class Trainer:
         self.config = config or {}
         self.state = TrainState()
         self.start_epoch = 0  # the epoch fit begins with; restore() moves it
-        self.batches_per_epoch = 0
+        self.train_batches: Batches | IterableBatches | None = None  # what fit draws from
         self.example_input: torch.Tensor | None = None  # a small batch, for the model graph
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # of the last test()
         self._epoch_loss: torch.Tensor | None = None  # summed over the epoch's trained batches
@@ -120,10 +137,18 @@ class Trainer:
     def steps_per_epoch(batches: int, accumulate: int) -> int:
         return math.ceil(batches / accumulate)
 
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches in a training epoch; None until an unsized loader's first epoch ends."""
+        return None if self.train_batches is None else self.train_batches.num_batches
+
     # ---------------------------------------------------------------------------- fit
-    def fit(self, train: Batches, val: Batches) -> TrainState:
+    def fit(self, train: BatchSource, val: BatchSource | None = None) -> TrainState:
+        """Train until `max_epochs` (or a callback stops it), validating on `val` after
+        each epoch; batches are moved to the model's device."""
+        train = self.train_batches = as_batches(train, self.device, self.seed)
+        val = None if val is None else as_batches(val, self.device, self.seed)
         state = self.state
-        self.batches_per_epoch = len(train)
         self.example_input, _ = train.example(2)
         device = train.device
         self._emit("on_fit_start")
@@ -141,8 +166,11 @@ class Trainer:
                 step_loss = loss if step_loss is None else step_loss + loss
                 step_batches += 1
                 state.batch_in_epoch += 1
-                # Step every `accumulate` batches, and on the epoch's last batch.
-                if state.batch_in_epoch % self.accumulate and state.batch_in_epoch < len(train):
+                # Step every `accumulate` batches, and on the epoch's last batch (a loader
+                # without a length has counted its batches by the time it yields the last).
+                if state.batch_in_epoch % self.accumulate and (
+                    state.batch_in_epoch != train.num_batches
+                ):
                     continue
                 if self._optimizer_step(step_loss / self.accumulate):
                     self._epoch_loss += step_loss
@@ -156,7 +184,8 @@ class Trainer:
 
             mean_loss = self._epoch_loss.item() / max(self._epoch_batches, 1)
             state.metrics = {"train/loss": mean_loss}
-            state.metrics.update(self.evaluate(val, "val"))
+            if val is not None:
+                state.metrics.update(self.evaluate(val, "val"))
             # Epoch-level values share the step axis with train/loss (x: optimizer steps).
             self._log(
                 state.metrics | {"epoch": epoch}, step=state.global_step, skip=("train/loss",)
@@ -192,7 +221,8 @@ class Trainer:
         return loss.detach()
 
     def is_last_step_of_epoch(self) -> bool:
-        return self.state.batch_in_epoch >= self.batches_per_epoch
+        total = self.batches_per_epoch
+        return total is not None and self.state.batch_in_epoch >= total
 
     def _optimizer_step(self, loss: torch.Tensor) -> bool:
         """Clip, check and step; False if the step was skipped (nan_policy=skip)."""
@@ -241,7 +271,7 @@ class Trainer:
         return norm
 
     # ---------------------------------------------------------------------- evaluate
-    def test(self, batches: Batches) -> dict[str, float]:
+    def test(self, batches: BatchSource) -> dict[str, float]:
         """Evaluate on the test split, keep its outputs for callbacks, emit `on_test_end`."""
         values = self.evaluate(batches, "test", keep_outputs=True)
         self._emit("on_test_end")
@@ -249,9 +279,10 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(
-        self, batches: Batches, prefix: str, keep_outputs: bool = False
+        self, batches: BatchSource, prefix: str = "val", keep_outputs: bool = False
     ) -> dict[str, float]:
         """Mean loss and every metric over `batches`, as `{prefix}/{name}` floats."""
+        batches = as_batches(batches, self.device, self.seed)
         was_training = self.model.training
         self.model.eval()
         total_loss = torch.zeros((), device=batches.device)
