@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import read_metrics, train_cli
 
 
+@pytest.mark.slow  # three processes (the sweep and a submitit job each), each importing torch
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path) -> None:
     result = train_cli(
         "-m",

@@ -365,6 +365,7 @@ def test_misspelled_search_key_stops_before_any_trial(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- parallel
+@pytest.mark.slow  # three processes (the sweep and two joblib workers), each importing torch
 def test_parallel_trials_with_the_joblib_launcher(tmp_path: Path) -> None:
     proc = train_cli(
         "-m",
