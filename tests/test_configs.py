@@ -8,7 +8,7 @@ import math
 import re
 
 import pytest
-from conftest import CONFIG_DIR, ROOT, SMOKE, read_metrics
+from conftest import CONFIG_DIR, SMOKE, read_metrics
 from omegaconf import DictConfig, OmegaConf
 
 from trainlab.components.metrics import TASK_METRICS
@@ -74,13 +74,6 @@ def test_every_config_runs_one_epoch(run_experiment, request, group: str, option
     assert all(math.isfinite(v) for v in metrics["test"].values())
     expected = {f"test/{name}" for name in ("loss", *TASK_METRICS[metrics["task"]])}
     assert set(metrics["test"]) == expected
-
-
-def test_readme_lists_every_option() -> None:
-    readme = (ROOT / "README.md").read_text()
-    searches = [("hparams_search", p.stem) for p in (CONFIG_DIR / "hparams_search").glob("*.yaml")]
-    missing = [f"{g}={o}" for g, o in [*options(), *searches] if f"{g}={o}" not in readme]
-    assert not missing, f"README.md does not mention: {missing}"
 
 
 # --- one default: the schema beside each component -------------------------------------------

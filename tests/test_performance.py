@@ -217,32 +217,6 @@ def test_freed_memory_is_kept_for_the_next_step() -> None:
     assert said == "left to the MALLOC_* environment variables"
 
 
-def test_torchmetrics_is_imported_without_matplotlib() -> None:
-    """torchmetrics would import matplotlib.pyplot (~0.4 s) for plot methods trainlab never
-    calls; a run imports neither it nor matplotlib, and its metrics are the same."""
-    script = (
-        "import sys, torch\n"
-        "from trainlab.components.metrics import TaskMetrics\n"
-        "metrics = TaskMetrics('multiclass', 3, torch.device('cpu'))\n"
-        "outputs = torch.tensor([[2, 0.1, 0.3], [0.2, 1.5, 0.1], [0.1, 0.2, 0.3], [1, 2, 0]])\n"
-        "metrics.update(outputs, torch.tensor([0, 1, 2, 0]))\n"
-        "values = metrics.compute()\n"
-        "print('matplotlib' in sys.modules, round(float(values['acc']), 4))\n"
-        "from torchmetrics.classification import MulticlassAccuracy\n"
-        "try:\n"
-        "    MulticlassAccuracy(3).plot()\n"
-        "except ModuleNotFoundError as error:\n"
-        "    print(str(error).split('.')[0])\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True, check=True
-    )
-    assert result.stdout.splitlines() == [
-        "False 0.75",
-        "Plot function expects `matplotlib` to be installed",
-    ]
-
-
 def test_the_test_confusion_matrix_image_has_a_cell_per_pair_of_classes() -> None:
     from trainlab.components.callbacks.figures import confusion_image
 
