@@ -149,6 +149,7 @@ def test_same_metrics_and_weights_with_and_without_the_fast_path(
         assert all(torch.equal(a[k], b[k]) for k in a), checkpoint
 
 
+@pytest.mark.slow  # a real process killed and resumed: long; run with -m slow
 def test_sigterm_mid_epoch_on_the_dataloader_path_resumes_exactly(tmp_path) -> None:
     options = (*MLP, *COMMON, "trainer.loader=dataloader", "trainer.num_workers=2")
     reference = Run(tmp_path / "reference", *options)

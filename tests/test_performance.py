@@ -125,6 +125,7 @@ def test_a_finished_run_exits_with_everything_written(tmp_path) -> None:
     assert len(events.Scalars("test/acc")) == 1
 
 
+@pytest.mark.slow  # a whole run under cProfile: long; run with -m slow
 def test_a_profiled_run_still_writes_its_profile(tmp_path) -> None:
     """Under a profiler (or coverage) the orderly exit stays: they write at exit."""
     profile = tmp_path / "run.prof"

@@ -260,6 +260,7 @@ def test_cudnn_benchmark_true_is_set(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------ torch.compile
+@pytest.mark.slow  # a whole run compiling, then falling back: long; run with -m slow
 def test_compile_without_a_cxx_compiler_falls_back_to_eager_in_one_line(tmp_path) -> None:
     # A machine without a working C++ compiler: inductor's code generation fails at the
     # first training step (a fresh cache, so no kernel compiled earlier is reused).

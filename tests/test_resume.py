@@ -130,6 +130,7 @@ def mlp_reference(tmp_path_factory) -> Run:
     return Run(tmp_path_factory.mktemp("reference"), *MLP, *COMMON)
 
 
+@pytest.mark.slow  # a real process killed and resumed: long; run with -m slow
 def test_sigkill_mid_epoch_then_resume_from_a_checkpoint_file(tmp_path, mlp_reference) -> None:
     killed = Run(tmp_path, *MLP, *COMMON)
     killed.wait_for("step_28.pt")

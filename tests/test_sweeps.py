@@ -242,6 +242,7 @@ RESUME = (
 )
 
 
+@pytest.mark.slow  # a real process killed and resumed: long; run with -m slow
 def test_resume_runs_only_the_missing_trials(tmp_path: Path) -> None:
     check_ran(train_cli(*RESUME, "hydra.sweeper.n_trials=3", cwd=tmp_path))
     first = load_study(tmp_path, "resume").trials
@@ -270,6 +271,7 @@ def test_resume_runs_only_the_missing_trials(tmp_path: Path) -> None:
     assert set(trials[0].params) == {"optim.lr", "optim.weight_decay", "model.dropout"}
 
 
+@pytest.mark.slow  # a real process killed and resumed: long; run with -m slow
 def test_interrupted_study_resumes_and_retries_the_cut_trial(tmp_path: Path) -> None:
     args = (*RESUME, "hydra.sweeper.study_name=killed", "hydra.sweeper.n_trials=3")
     first_job = sweep_dir(tmp_path, "killed") / "0"
