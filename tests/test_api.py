@@ -135,6 +135,20 @@ def test_an_iterable_dataset_learns_its_length_and_steps_on_the_last_batch() -> 
         assert torch.equal(a, b)
 
 
+def test_the_progress_bar_counts_batches_of_a_stream_of_unknown_length(capfd) -> None:
+    """A loader with no len() gets a batch count in its first epoch, a bar once it is known."""
+    from trainlab import ProgressDisplay
+
+    inputs, targets = digits(200)  # 100 batches of 2
+    stream = IterableBatches(DataLoader(Rows(inputs, targets), batch_size=2), torch.device("cpu"))
+    trainer = mlp_trainer(max_epochs=2, callbacks=[ProgressDisplay(bar=True)])
+    state = trainer.fit(stream)
+    assert state.global_step == 200
+    shown = capfd.readouterr().err
+    assert "epoch 1/2 batch 50" in shown
+    assert f"epoch 2/2 [{'#' * 12}{'.' * 12}] 50/100" in shown
+
+
 def test_a_resumed_epoch_of_a_shuffled_dataloader_draws_the_same_batches() -> None:
     inputs = torch.arange(100, dtype=torch.float32).unsqueeze(1)
     loader = DataLoader(TensorDataset(inputs, torch.arange(100)), batch_size=8, shuffle=True)

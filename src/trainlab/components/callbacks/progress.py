@@ -24,19 +24,21 @@ class ProgressDisplay(Callback):
         self.epoch_started = time.perf_counter()
 
     def on_train_step_end(self, trainer, state) -> None:
+        # None: a loader of unknown length, until its first epoch ends (a count, no bar).
         total = trainer.batches_per_epoch
         # Redraw about 50 times an epoch: terminal writes are not free.
-        if not self.bar or (
-            state.batch_in_epoch % max(total // 50, 1) and state.batch_in_epoch != total
-        ):
+        every = max(total // 50, 1) if total else 50
+        if not self.bar or (state.batch_in_epoch % every and state.batch_in_epoch != total):
             return
         if not is_main_process():
             return
-        filled = self.width * state.batch_in_epoch // total
-        sys.stderr.write(
-            f"\repoch {state.epoch + 1}/{trainer.max_epochs} "
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {state.batch_in_epoch}/{total}"
-        )
+        where = f"epoch {state.epoch + 1}/{trainer.max_epochs}"
+        if total is None:
+            sys.stderr.write(f"\r{where} batch {state.batch_in_epoch}")
+        else:
+            filled = self.width * state.batch_in_epoch // total
+            bar = "#" * filled + "." * (self.width - filled)
+            sys.stderr.write(f"\r{where} [{bar}] {state.batch_in_epoch}/{total}")
         sys.stderr.flush()
 
     def on_validation_end(self, trainer, state) -> None:
