@@ -27,6 +27,17 @@ CONFIG_DIR = ROOT / "configs"
 SMOKE = ("trainer.max_epochs=1", "trainer.limit_train_batches=3")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A worker per CPU core (pytest-xdist) unless `-n` was given; without pytest-xdist
+    installed (or with `-p no:xdist`) the suite runs in one process as before."""
+    if hasattr(config, "workerinput"):  # a worker: it runs the tests it is sent
+        return
+    if config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses") is None:
+        config.option.numprocesses = "auto"
+
+
+
 def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -> DictConfig:
     """The config `python train.py OVERRIDES` would run, writing into `output_dir`."""
     register_resolvers()
