@@ -12,8 +12,9 @@ Names are imported when first used (PEP 562): `import trainlab` alone imports no
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainlab.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainlab.app.api import RunResult, compose, run
@@ -97,10 +98,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[name]), name)
+__getattr__ = lazy_exports(__name__, _MODULES)
 
 
 def __dir__() -> list[str]:

@@ -6,8 +6,9 @@ The classes are imported when first used (PEP 562), so a module that needs only,
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainlab.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainlab.components.callbacks.checkpoint import ModelCheckpoint
@@ -31,10 +32,7 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[name]), name)
+__getattr__ = lazy_exports(__name__, _MODULES)
 
 
 __all__ = [

@@ -6,8 +6,9 @@ read without importing torch: `--help` and config errors stay fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from trainlab.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainlab.components.data.augment import ImageAugment
@@ -46,10 +47,7 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULES[name]), name)
+__getattr__ = lazy_exports(__name__, _MODULES)
 
 
 __all__ = [
