@@ -148,15 +148,20 @@ def filled_in(args: list[str], earlier_run: Path) -> list[str]:
     return [*args, *short]
 
 
-@pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
-    before = snapshot(earlier_run / "outputs")
-    result = train_in_process(*filled_in(args, earlier_run), cwd=earlier_run)
+def assert_one_line(result, words: str) -> None:
+    """Exit status 2 and exactly one stderr line, naming the problem, with no traceback."""
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and words in lines[0], lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("args", "words"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_gets_one_line(earlier_run: Path, args: list[str], words: str) -> None:
+    before = snapshot(earlier_run / "outputs")
+    result = train_in_process(*filled_in(args, earlier_run), cwd=earlier_run)
+    assert_one_line(result, words)
     assert snapshot(earlier_run / "outputs") == before  # nothing new, nothing changed
 
 
@@ -165,11 +170,7 @@ def test_bad_input_ends_the_process_with_one_line(earlier_run: Path, row: str) -
     (words,) = [words for args, words in CASES if " ".join(args) == row]
     before = snapshot(earlier_run / "outputs")
     result = train_cli(*filled_in(row.split(" "), earlier_run), cwd=earlier_run)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
+    assert_one_line(result, words)
     assert snapshot(earlier_run / "outputs") == before  # nothing new, nothing changed
 
 
