@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,7 +62,7 @@ def test_mixed_table_trains_and_predict_applies_the_same_preprocessing(
     metrics = read_metrics(run_dir)
     assert metrics["task"] == "binary"
     assert metrics["test"]["test/acc"] >= 0.85  # 0.917 measured; chance is about 0.5
-    assert (run_dir / "preprocessing.pkl").is_file() and (run_dir / "data_info.json").is_file()
+    assert (run_dir / "preprocessing.json").is_file() and (run_dir / "data_info.json").is_file()
 
     write(NEW_ROWS, tmp_path / "new.csv")  # no label column: prediction does not need it
     result = script_cli(
@@ -140,7 +139,7 @@ def test_regression_table_predicts_in_the_targets_units(run_experiment, tmp_path
         ([3, 10, 2, 3], "classification", ["2", "3", "10"]),  # sorted as numbers
         ([True, False, True], "classification", ["False", "True"]),
         ([0.5, 1.5, 2.0], "regression", None),
-        ([1.0, 2.0, 1.0], "regression", None),  # floats, even whole ones (the log says so)
+        ([1.5, 2.0, 1.0], "regression", None),  # fractions (whole floats: test_bad_data.py)
         (list(range(30)), "regression", None),  # more than 20 distinct whole numbers
     ],
 )
@@ -438,7 +437,7 @@ PREDICT_ERRORS = [
         "(data row 2); the model was trained on numbers in this column",
     ),
     (["run=RUN", "input=new.csv", "checkpoint=middle.pt"], "checkpoint not found: middle.pt"),
-    (["run=BARE", "input=new.csv"], "BARE has no preprocessing.pkl: prediction from a file needs"),
+    (["run=BARE", "input=new.csv"], "BARE has no preprocessing.json: prediction from a file needs"),
 ]
 
 
@@ -449,7 +448,7 @@ def prediction_inputs(folder: Path, trained_run: Path) -> None:
     text = NEW_ROWS.astype({"weight": object}).assign(weight=[1.0, "heavy", 2.0, 3.0])
     write(text, folder / "text.csv")
     bare = shutil.copytree(trained_run, folder / "BARE")
-    (bare / "preprocessing.pkl").unlink()
+    (bare / "preprocessing.json").unlink()
 
 
 @pytest.mark.parametrize(("args", "message"), PREDICT_ERRORS)
@@ -473,13 +472,13 @@ def test_predict_py_reports_one_line_and_exit_status_2(tmp_path, trained_run) ->
     assert "Traceback" not in result.stdout and not (tmp_path / "predictions.csv").exists()
 
 
-def test_preprocessing_file_round_trips_and_foreign_pickles_are_refused(tmp_path) -> None:
+def test_preprocessing_file_round_trips_and_foreign_data_is_refused(tmp_path) -> None:
     bundle = load_table(seed=0, path=str(write(pets_table(), tmp_path / "p.csv")), target="label")
     bundle.save(tmp_path / "run")
     loaded = TablePreprocessor.load(tmp_path / "run")
     np.testing.assert_array_equal(
         loaded.transform(NEW_ROWS, "rows"), bundle.preprocessor.transform(NEW_ROWS, "rows")
     )
-    joblib.dump({"weights": [1, 2]}, tmp_path / "run" / "preprocessing.pkl")
+    (tmp_path / "run" / "preprocessing.json").write_text('{"weights": [1, 2]}')
     with pytest.raises(TrainlabError, match="is not trainlab preprocessing"):
         TablePreprocessor.load(tmp_path / "run")

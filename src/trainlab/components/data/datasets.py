@@ -53,8 +53,24 @@ class DataInfo:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> DataInfo:
-        """The DataInfo a run saved (`data_info.json` in its folder)."""
-        return cls(**json.loads((Path(run_dir) / DATA_INFO_FILE).read_text()))
+        """The DataInfo a run saved (`data_info.json` in its folder); plain JSON, checked."""
+        path = Path(run_dir) / DATA_INFO_FILE
+        try:
+            values = json.loads(path.read_text())
+            info = cls(**values)
+            if info.task not in TASKS or info.input_kind not in INPUT_KINDS:
+                raise ValueError(f"task {info.task!r}, input kind {info.input_kind!r}")
+            if not all(isinstance(size, int) for size in info.input_shape):
+                raise ValueError(f"input shape {info.input_shape}")
+            if not all(isinstance(name, str) for name in info.class_names):
+                raise ValueError("class names that are not texts")
+        except (OSError, ValueError, TypeError, AssertionError) as ex:
+            reason = str(ex).splitlines()[0][:120] if str(ex) else type(ex).__name__
+            raise TrainlabError(
+                f"{path} cannot be read as a run's data description ({reason}); "
+                "point at a run folder trainlab wrote, or retrain the run"
+            ) from None
+        return info
 
 
 @dataclass
@@ -118,9 +134,9 @@ class DataBundle:
         `data_info.json` (the DataInfo, to rebuild the model) and, when the preprocessing
         can save itself (`data=csv`), its fitted transform.
         """
-        path = Path(run_dir) / DATA_INFO_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self.info), indent=2))
+        from trainlab.components.data.files import write_text_atomic
+
+        write_text_atomic(Path(run_dir) / DATA_INFO_FILE, json.dumps(asdict(self.info), indent=2))
         if hasattr(self.preprocessor, "save"):
             self.preprocessor.save(run_dir)
 
@@ -156,15 +172,31 @@ def split_rows(
     seed: int,
     stratify: bool,
     fold: tuple[int, int] | None = None,
+    class_names: list[str] | None = None,
+    target: str = "the target",
+    fix: str = "or set data.task=regression",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of the train / val / test splits; stratified by class when asked.
 
     With `fold=(k, folds)` (cross-validation) the rows outside the test split are cut into
     `folds` parts and part k is the validation split; the test split is the same for all k.
+    `class_names` and `target` (the setting that names the target) make the messages
+    about classes too small to split name them; `fix` ends that message.
     """
     rows = np.arange(len(targets))
     if stratify and len(np.unique(targets)) < 2:
         raise TrainlabError("the data has a single class; a classifier needs at least two")
+    if stratify:
+        counts = np.bincount(targets)
+        single = np.flatnonzero(counts == 1)
+        if len(single):
+            names = class_names or [str(c) for c in range(len(counts))]
+            examples = ", ".join(repr(names[c]) for c in single[:3])
+            raise TrainlabError(
+                f"{target} has {len(counts)} classes and {len(single)} of them have a single "
+                f"row (e.g. {examples}); a stratified split needs 2 or more per class: is it "
+                f"an ID column? Remove or merge the rare classes, {fix}"
+            )
     try:
         rest, test = train_test_split(
             rows,
@@ -188,11 +220,13 @@ def split_rows(
     except ValueError as ex:
         if fold is not None:
             raise TrainlabError(
-                f"cannot cut the {len(targets)} rows into cv.folds={fold[1]} folds ({ex}); "
+                f"cannot cut the {len(targets)} rows into cv.folds={fold[1]} folds "
+                f"({str(ex).splitlines()[0][:160]}); "
                 "use fewer folds, e.g. cv.folds=5"
             ) from None
+        reason = str(ex).splitlines()[0][:160]
         raise TrainlabError(
-            f"cannot split {len(targets)} rows into train/val/test sets ({ex}); "
+            f"cannot split {len(targets)} rows into train/val/test sets ({reason}); "
             "use more rows or larger data.val_fraction / data.test_fraction"
         ) from None
     return train, val, test

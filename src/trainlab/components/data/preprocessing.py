@@ -1,21 +1,22 @@
 """Preprocessing of a table's rows into model inputs, fitted once and saved with the run.
 
-`TablePreprocessor` types the feature columns (numbers as floats, categories as text) the
-same way for training and prediction files, and wraps a scikit-learn `ColumnTransformer`:
-numbers are imputed and scaled, categories imputed and one-hot encoded.
+`TablePreprocessor` types the feature columns (numbers as floats, categories as text,
+dates as numbers) the same way for training and prediction files, and wraps a
+scikit-learn `ColumnTransformer`: numbers are imputed and scaled, categories imputed and
+one-hot encoded. It is saved as data (`preprocessing.json`, see `state.py`), never as a
+pickle: loading a run folder from someone else runs none of their code.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import tempfile
+import re
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
@@ -26,27 +27,101 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from trainlab.components.data.datasets import SCALERS
+from trainlab.components.data.files import write_text_atomic
+from trainlab.components.data.state import UnsafeState, decode, encode
 from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
 
-PREPROCESSING_FILE = "preprocessing.pkl"
+PREPROCESSING_FILE = "preprocessing.json"
+PICKLED_FILE = "preprocessing.pkl"  # written by trainlab before it stored data only
 TRAINED_ON_NUMBERS = "the model was trained on numbers in this column: fix the file"
 FORMAT = "trainlab-preprocessing"
-VERSION = 1
+VERSION = 2
+IMPUTE = ("drop", "mean", "median", "most_frequent", "knn")
+# A date column becomes these numeric inputs (`<column>_year`, ...); `days` counts days
+# (with the time of day as a fraction) since 1970-01-01 UTC.
+DATE_PARTS = ("year", "month", "day", "weekday", "days")
+# A text that may be a date or a date and time: 2024-03-01, 01/03/2024, 2024-03-01T12:30:00Z.
+DATE_LIKE = re.compile(
+    r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
+    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?"
+)
+NATIVE_DATES = ""  # the format of a column the file already typed as dates (Parquet)
+
+
+def date_format(series: pd.Series) -> str | None:
+    """The strftime format of a text column whose every value is a date, else None."""
+    if types.is_datetime64_any_dtype(series):
+        return NATIVE_DATES
+    values = series.dropna()
+    if values.empty or types.is_numeric_dtype(values) or types.is_bool_dtype(values):
+        return None
+    texts = values.astype(str).str.strip()
+    if not texts.map(lambda text: DATE_LIKE.fullmatch(text) is not None).all():
+        return None
+    from pandas.tseries.api import guess_datetime_format
+
+    guessed = guess_datetime_format(texts.iloc[0], dayfirst=_day_first(texts))
+    if guessed is None or pd.to_datetime(texts, format=guessed, errors="coerce").isna().any():
+        return None
+    return guessed
+
+
+def _day_first(texts: pd.Series) -> bool:
+    """Whether a file of d/m/y dates says so: some first field above 12 (13/04/2024)."""
+    first = texts.str.extract(r"^(\d{1,2})[/.]", expand=False).dropna()
+    return bool(len(first)) and bool((first.astype(int) > 12).any())
+
+
+def date_parts(series: pd.Series, name: str, form: str) -> pd.DataFrame:
+    """The numeric inputs of a date column (see `DATE_PARTS`); a missing or unreadable date
+    gives gaps, which are imputed like any missing number."""
+    if form == NATIVE_DATES:
+        stamps = pd.to_datetime(series, errors="coerce", utc=True)
+    else:
+        texts = series.where(series.isna(), series.astype(str).str.strip())
+        stamps = pd.to_datetime(texts, format=form, errors="coerce", utc=True)
+    stamps = stamps.dt.tz_convert(None)
+    days = (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    parts = {
+        "year": stamps.dt.year,
+        "month": stamps.dt.month,
+        "day": stamps.dt.day,
+        "weekday": stamps.dt.day_of_week,  # Monday is 0
+        "days": days,
+    }
+    return pd.DataFrame(
+        {f"{name}_{part}": parts[part].astype("float64") for part in DATE_PARTS},
+        index=series.index,
+    )
+
+
+def date_columns(dates: dict[str, str]) -> list[str]:
+    """The numeric inputs the date columns `dates` become."""
+    return [f"{name}_{part}" for name in dates for part in DATE_PARTS]
+
+
+def shown(names: list[str], most: int = 12) -> str:
+    """Column names for a message: the first `most`, then how many in all."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names)} in all)"
 
 
 def category_text(value: Any) -> Any:
     """A category as text, the same whichever dtype the file gave its column (NaN stays NaN).
 
     A column of whole numbers reads as floats when it has a gap (3.0); writing it as "3"
-    keeps the categories of training and prediction files equal.
+    keeps the categories of training and prediction files equal. Spaces around a text are
+    dropped ("cat " is "cat"), and a text of spaces only is a gap.
     """
     if pd.isna(value):
         return np.nan
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    return str(value)
+    text = str(value).strip()
+    return text if text else np.nan
 
 
 def categorical_column(series: pd.Series) -> pd.Series:
@@ -54,9 +129,10 @@ def categorical_column(series: pd.Series) -> pd.Series:
 
 
 def numeric_column(series: pd.Series, name: str, where: str, hint: str) -> pd.Series:
-    """`series` as float64; text that is not a number is an error naming its first row."""
+    """`series` as float64; text that is not a number, or an infinite value, is an error
+    naming its first row."""
     if types.is_numeric_dtype(series):
-        return series.astype("float64")
+        return finite(series.astype("float64"), name, where)
     values = pd.to_numeric(series, errors="coerce")
     bad = (values.isna() & series.notna()).to_numpy()
     if bad.any():
@@ -65,7 +141,20 @@ def numeric_column(series: pd.Series, name: str, where: str, hint: str) -> pd.Se
             f"column '{name}' of {where} should hold numbers but holds text such as "
             f"{series.iloc[first]!r} (data row {_row_number(series.index, first)}); {hint}"
         )
-    return values.astype("float64")
+    return finite(values.astype("float64"), name, where)
+
+
+def finite(values: pd.Series, name: str, where: str) -> pd.Series:
+    """`values`, refused when any is inf or -inf: no scaler or model can use them."""
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        first = int(infinite.nonzero()[0][0])
+        raise TrainlabError(
+            f"column '{name}' of {where} holds {int(infinite.sum())} infinite value(s) "
+            f"({values.iloc[first]} in data row {_row_number(values.index, first)}); "
+            "replace them with numbers, or empty the cells to have them imputed"
+        )
+    return values
 
 
 def _row_number(index: pd.Index, position: int) -> Any:
@@ -78,8 +167,9 @@ def _row_number(index: pd.Index, position: int) -> Any:
 class TablePreprocessor:
     """The fitted transform from a table's feature columns to model inputs.
 
-    Numeric columns are imputed (unless `impute` is "drop") and scaled; categorical columns
-    are imputed and one-hot encoded, an unseen category giving all zeros.
+    Numeric columns are imputed (unless `impute` is "drop") and scaled; date columns become
+    numbers (`DATE_PARTS`) treated the same way; categorical columns are imputed and one-hot
+    encoded, an unseen category giving all zeros.
     """
 
     transformer: ColumnTransformer
@@ -87,6 +177,7 @@ class TablePreprocessor:
     categorical: list[str]
     target: str  # the column the model predicts (new rows need not have it)
     impute: str
+    dates: dict[str, str] = field(default_factory=dict)  # date column -> its format
 
     @property
     def feature_names(self) -> list[str]:
@@ -100,15 +191,17 @@ class TablePreprocessor:
 
         `hint` ends the message for text in a numeric column.
         """
-        needed = [*self.numeric, *self.categorical]
+        needed = [*self.numeric, *self.dates, *self.categorical]
         if missing := [c for c in needed if c not in frame.columns]:
             raise TrainlabError(
-                f"{where} lacks the column(s) {', '.join(missing)} that the model was trained "
-                f"on; it needs: {', '.join(needed)}"
+                f"{where} lacks the column(s) {shown(missing)} that the model was trained "
+                f"on; it needs: {shown(needed)}"
             )
         typed = {c: numeric_column(frame[c], c, where, hint) for c in self.numeric}
+        parts = [date_parts(frame[c], c, form) for c, form in self.dates.items()]
         typed |= {c: categorical_column(frame[c]) for c in self.categorical}
-        return pd.DataFrame(typed, index=frame.index)[needed]
+        columns = [*self.numeric, *date_columns(self.dates), *self.categorical]
+        return pd.concat([pd.DataFrame(typed, index=frame.index), *parts], axis=1)[columns]
 
     def transform(self, frame: pd.DataFrame, where: str) -> np.ndarray:
         """Model inputs (float32, one row per row of `frame`)."""
@@ -145,46 +238,77 @@ class TablePreprocessor:
                 )
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write `preprocessing.pkl` into the run folder (a temporary file renamed into place)."""
-        path = Path(run_dir) / PREPROCESSING_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write `preprocessing.json` into the run folder (atomically): the columns and the
+        fitted transformer's state as data."""
         payload = {
             "format": FORMAT,
             "version": VERSION,
             "scikit_learn": sklearn.__version__,
-            "fields": {f.name: getattr(self, f.name) for f in fields(self)},
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "dates": self.dates,
+            "target": self.target,
+            "impute": self.impute,
+            "transformer": encode(self.transformer),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        return write_text_atomic(Path(run_dir) / PREPROCESSING_FILE, text)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TablePreprocessor:
-        """Read a run's preprocessing. It is a pickle: load only run folders you trust."""
+        """Read a run's preprocessing. It is data only: nothing in the file is executed, and
+        anything but the known transformer parts is refused."""
         path = Path(run_dir) / PREPROCESSING_FILE
         if not path.is_file():
+            if (Path(run_dir) / PICKLED_FILE).is_file():
+                raise TrainlabError(
+                    f"{run_dir} holds its preprocessing as a pickle ({PICKLED_FILE}), which "
+                    "trainlab no longer loads because unpickling can run code: retrain the "
+                    "run with this version to predict from it"
+                )
             raise TrainlabError(
                 f"{run_dir} has no {PREPROCESSING_FILE}: prediction from a file needs a run "
                 "trained on your own table (data=csv)"
             )
         try:
-            payload = joblib.load(path)
-        except Exception as ex:
-            raise TrainlabError(f"{path} cannot be read ({type(ex).__name__}: {ex})") from None
+            payload = json.loads(path.read_bytes())
+            return cls._from_payload(payload, path)
+        except TrainlabError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as ex:
+            reason = str(ex).splitlines()[0][:120] if str(ex) else type(ex).__name__
+            raise TrainlabError(
+                f"{path} is not trainlab preprocessing data ({reason}); it was not loaded: "
+                "retrain the run to write it again"
+            ) from None
+
+    @classmethod
+    def _from_payload(cls, payload: Any, path: Path) -> TablePreprocessor:
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise TrainlabError(f"{path} is not trainlab preprocessing (no '{FORMAT}' marker)")
-        if payload["scikit_learn"] != sklearn.__version__:
+            raise UnsafeState(f"no '{FORMAT}' marker")
+        if payload.get("version") != VERSION:
+            raise UnsafeState(f"version {payload.get('version')!r}, this trainlab reads {VERSION}")
+        names = {key: payload[key] for key in ("numeric", "categorical")}
+        dates, target, impute = payload["dates"], payload["target"], payload["impute"]
+        if not all(_texts(value) for value in names.values()) or not isinstance(target, str):
+            raise UnsafeState("column names that are not texts")
+        if not isinstance(dates, dict) or not _texts([*dates, *dates.values()]):
+            raise UnsafeState("date columns that are not texts")
+        if impute not in IMPUTE:
+            raise UnsafeState(f"impute={str(impute)[:20]!r}")
+        transformer = decode(payload["transformer"])
+        if not isinstance(transformer, ColumnTransformer):
+            raise UnsafeState("the transformer is not a ColumnTransformer")
+        if payload.get("scikit_learn") != sklearn.__version__:
             log.warning(
-                f"warning: {path} was fitted with scikit-learn {payload['scikit_learn']}, "
+                f"warning: {path} was fitted with scikit-learn {payload.get('scikit_learn')}, "
                 f"this is {sklearn.__version__}; predictions may differ slightly"
             )
-        return cls(**payload["fields"])
+        return cls(transformer, names["numeric"], names["categorical"], target, impute, dates)
+
+
+def _texts(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(value, str) for value in values)
 
 
 def build_transformer(

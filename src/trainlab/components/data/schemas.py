@@ -144,6 +144,7 @@ class TableFileSchema(RegressionSplitSchema):
     categorical_impute: str = spec("most_frequent", choices=("most_frequent", "constant"))
     npz_features: str = spec("X")
     npz_target: str = spec("y")
+    max_categories: int = spec(100, ge=2)
 
     def cross_check(self, key: str) -> None:
         super().cross_check(key)

@@ -26,13 +26,16 @@ from trainlab.components.data.preprocessing import (
     build_transformer,
     categorical_column,
     category_text,
+    date_columns,
+    date_format,
     numeric_column,
+    shown,
 )
 from trainlab.errors import ConfigError, TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")
 
-# task=auto: an integer target with at most this many distinct values is a class label.
+# task=auto: a target of whole numbers with at most this many distinct values is a class label.
 MAX_AUTO_CLASSES = 20
 DECLARED_NUMERIC = "fix the file, or list the column in data.categorical instead of data.numeric"
 
@@ -40,7 +43,7 @@ DECLARED_NUMERIC = "fix the file, or list the column in data.categorical instead
 def unknown_column(name: str, setting: str, columns: list[str], where: str) -> TrainlabError:
     return TrainlabError(
         f"{setting}: no column '{name}' in {where}{did_you_mean(name, columns)}; "
-        f"columns: {', '.join(columns)}"
+        f"columns: {shown(columns)}"
     )
 
 
@@ -51,8 +54,13 @@ def column_kinds(
     numeric: list[str],
     drop_columns: list[str],
     where: str,
-) -> tuple[list[str], list[str]]:
-    """The numeric and the categorical feature columns, declared or detected by dtype."""
+    max_categories: int = 100,
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """The numeric, the categorical and the date feature columns (with each date column's
+    format), declared or detected by dtype and content.
+
+    A detected text column with more than `max_categories` distinct values (an ID, free
+    text) is refused rather than one-hot encoded into that many inputs."""
     columns = list(frame.columns)
     for setting, names in (
         ("data.categorical", categorical),
@@ -62,7 +70,7 @@ def column_kinds(
         for name in names:
             if name not in columns:
                 raise unknown_column(name, setting, columns, where)
-    numbers, categories = [], []
+    numbers, categories, dates = [], [], {}
     for name in columns:
         column = frame[name]
         if name == target or name in drop_columns:
@@ -73,44 +81,56 @@ def column_kinds(
             categories.append(name)
         elif name in numeric:
             numbers.append(name)
+        elif types.is_timedelta64_dtype(column):
+            raise TrainlabError(
+                f"column '{name}' of {where} holds {column.dtype} values, which the model "
+                f"cannot take; leave it out with data.drop_columns=[{name}] or convert it"
+            )
+        elif (form := date_format(column)) is not None:
+            dates[name] = form
         elif types.is_bool_dtype(column) or not types.is_numeric_dtype(column):
-            if types.is_datetime64_any_dtype(column) or types.is_timedelta64_dtype(column):
-                raise TrainlabError(
-                    f"column '{name}' of {where} holds {column.dtype} values, which the model "
-                    f"cannot take; leave it out with data.drop_columns=[{name}] or convert it"
-                )
+            check_categories(column, name, where, max_categories)
             categories.append(name)
         else:
             numbers.append(name)
-    if not numbers and not categories:
+    if dates:
+        log.info(
+            f"note: date column(s) {shown(list(dates))} of {where} become numbers: year, month, "
+            "day, weekday, days since 1970 (list a column in data.categorical to keep it as text)"
+        )
+    if not numbers and not categories and not dates:
         raise TrainlabError(
             f"{where} has no feature columns besides the target '{target}'; "
             "check data.target and data.drop_columns"
         )
-    return numbers, categories
+    return numbers, categories, dates
+
+
+def check_categories(column: pd.Series, name: str, where: str, most: int) -> None:
+    """Refuse a text column with more distinct values than one-hot encoding should take."""
+    distinct = categorical_column(column).nunique()
+    if distinct > most:
+        kind = "an ID?" if distinct == column.notna().sum() else "an ID or free text?"
+        raise TrainlabError(
+            f"column '{name}' of {where} has {distinct} distinct texts ({kind}), more than "
+            f"data.max_categories={most} one-hot inputs: leave it out with "
+            f"data.drop_columns=[{name}], or raise data.max_categories"
+        )
 
 
 def encode_target(series: pd.Series, task: str, where: str) -> tuple[np.ndarray, list[str] | None]:
     """Class indices and class names (sorted), or float values and None for regression."""
     name = str(series.name)
-    integers = types.is_integer_dtype(series) and not types.is_bool_dtype(series)
     if task == "auto":
-        distinct = series.nunique()
-        if types.is_bool_dtype(series) or not types.is_numeric_dtype(series):
-            task, why = "classification", "it is not numeric"
-        elif integers:
-            task = "classification" if distinct <= MAX_AUTO_CLASSES else "regression"
-            why = f"{distinct} distinct whole numbers; classes up to {MAX_AUTO_CLASSES}"
-        else:
-            task, why = "regression", "it holds floats"
-            if (series % 1 == 0).all():
-                # A column of class codes with a blank reads as floats (1.0, 2.0, NaN).
-                why += "; if they are class codes, set data.task=classification"
-        log.info(f"data.task=auto: target '{name}' is {task} ({why}); set data.task to change")
+        task, why = auto_task(series)
+        log.info(
+            f"data.task=auto: target '{name}' is {task} ({why}); "
+            "set data.task=classification|regression to change"
+        )
     if task == "regression":
         hint = "regression needs numbers: use data.task=classification (or auto)"
         return numeric_column(series, name, where, hint).to_numpy(), None
-    if types.is_numeric_dtype(series):
+    if types.is_numeric_dtype(series) and not types.is_bool_dtype(series):
         # Sort numerically (2 before 10), then name each class as text.
         classes, indices = np.unique(series.to_numpy(), return_inverse=True)
         names = [category_text(value) for value in classes]
@@ -124,6 +144,18 @@ def encode_target(series: pd.Series, task: str, where: str) -> tuple[np.ndarray,
             f"{len(series)} rows; a classifier needs at least two: check data.target"
         )
     return indices.astype(np.int64), names
+
+
+def auto_task(series: pd.Series) -> tuple[str, str]:
+    """classification or regression for the target `series`, and why (task=auto)."""
+    if types.is_bool_dtype(series) or not types.is_numeric_dtype(series):
+        return "classification", "it is not numeric"
+    distinct = series.nunique()
+    whole = bool((series % 1 == 0).all())  # 0.0 / 1.0 are class codes as much as 0 / 1
+    if not whole:
+        return "regression", "it holds fractions"
+    why = f"{distinct} distinct whole numbers; classes up to {MAX_AUTO_CLASSES}"
+    return ("classification" if distinct <= MAX_AUTO_CLASSES else "regression"), why
 
 
 def load_table(
@@ -140,6 +172,7 @@ def load_table(
     categorical_impute: str = "most_frequent",
     npz_features: str = "X",
     npz_target: str = "y",
+    max_categories: int = 100,
     scaling: str = "standard",
     target_scaling: str = "standard",
     val_fraction: float = 0.15,
@@ -153,17 +186,37 @@ def load_table(
     where = f"data.path={path}"
     frame = read_table(path, npz_features=npz_features, npz_target=npz_target)
     columns = list(frame.columns)
-    if target is None and str(path).lower().endswith(".npz") and npz_target in columns:
+    arrays = frame.attrs.get("npz_arrays")
+    if target is None and arrays is not None:
+        if npz_target not in columns:
+            raise ConfigError(
+                f"{where} has no target array '{npz_target}' (arrays: {shown(arrays)}); "
+                f"name it with data.npz_target=..."
+            )
         target = npz_target
     if target is None:
         raise ConfigError(
             f"data.target is not set: name the column to predict, e.g. "
-            f"data.target={columns[-1]}; columns: {', '.join(columns)}"
+            f"data.target={columns[-1]}; columns: {shown(columns)}"
         )
     if target not in columns:
         raise unknown_column(target, "data.target", columns, where)
-    numbers, categories = column_kinds(
-        frame, target, list(categorical), list(numeric), list(drop_columns), where
+    if not types.is_numeric_dtype(frame[target]):
+        # "cat " is "cat", and a label of spaces only is missing.
+        frame[target] = categorical_column(frame[target])
+    if frame[target].isna().all():
+        raise TrainlabError(
+            f"data.target='{target}' has no values in {where} (all {len(frame)} rows are "
+            "empty): check data.target, or fill the column in"
+        )
+    numbers, categories, dates = column_kinds(
+        frame,
+        target,
+        list(categorical),
+        list(numeric),
+        list(drop_columns),
+        where,
+        max_categories,
     )
 
     rows = len(frame)
@@ -171,7 +224,7 @@ def load_table(
     if len(frame) < rows:
         log.info(f"note: {rows - len(frame)} row(s) without a '{target}' value are left out")
     if impute == "drop":
-        complete = frame[[*numbers, *categories]].notna().all(axis=1)
+        complete = frame[[*numbers, *dates, *categories]].notna().all(axis=1)
         if not complete.any():
             raise TrainlabError(
                 f"every row of {where} has a missing value, so data.impute=drop leaves none; "
@@ -189,10 +242,12 @@ def load_table(
         seed=seed,
         stratify=classification,
         fold=fold,
+        class_names=class_names,
+        target=f"data.target='{target}'",
     )
 
     transformer = build_transformer(
-        numbers,
+        [*numbers, *date_columns(dates)],
         categories,
         impute=impute,
         knn_neighbors=knn_neighbors,
@@ -200,10 +255,11 @@ def load_table(
         categorical_impute=categorical_impute,
         scaling=scaling,
     )
-    preprocessor = TablePreprocessor(transformer, numbers, categories, target, impute)
+    preprocessor = TablePreprocessor(transformer, numbers, categories, target, impute, dates)
     # Every row is typed (text in a numeric column is an error wherever it is); only the
     # training rows fit the transform.
     features = preprocessor.features(frame, where, hint=DECLARED_NUMERIC)
+    check_constant(features.iloc[train], where)
     transformer.fit(features.iloc[train])
     inputs = torch.as_tensor(preprocessor.encode(features, where))
     values = targets.reshape(len(targets), 1).astype(np.float64)
@@ -244,3 +300,15 @@ def load_table(
         preprocessor=preprocessor,
         **batching,
     )
+
+
+def check_constant(features: pd.DataFrame, where: str) -> None:
+    """Refuse training rows whose every feature is constant; note the constant columns."""
+    constant = [str(c) for c in features.columns if features[c].nunique(dropna=True) <= 1]
+    if len(constant) == len(features.columns):
+        raise TrainlabError(
+            f"every feature column of {where} holds one value in the training rows "
+            f"({shown(constant)}): there is nothing to learn from; check the file"
+        )
+    if constant:
+        log.info(f"note: column(s) {shown(constant)} of {where} are constant; they add nothing")

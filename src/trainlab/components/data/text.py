@@ -28,6 +28,7 @@ import torch
 from tokenizers import Tokenizer as HuggingFaceTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+from trainlab.components.data.files import write_atomic, write_text_atomic
 from trainlab.errors import TrainlabError
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -144,7 +145,7 @@ class SubwordTokenizer:
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the package's own `tokenizer.json`; return the settings that point at it."""
-        self.tokenizer.save(str(directory / SUBWORD_FILE))
+        write_atomic(directory / SUBWORD_FILE, lambda tmp: self.tokenizer.save(str(tmp)))
         return {"lowercase": self.lowercase, "tokenizer_file": SUBWORD_FILE}
 
 
@@ -218,9 +219,9 @@ class TextPreprocessor:
             "unknown_idx": UNKNOWN_IDX,
             **self.tokenizer.save(directory),
         }
-        path = directory / SETTINGS_FILE
-        path.write_text(json.dumps(settings, ensure_ascii=False, indent=1))
-        return path
+        return write_text_atomic(
+            directory / SETTINGS_FILE, json.dumps(settings, ensure_ascii=False, indent=1)
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> TextPreprocessor:
@@ -230,14 +231,34 @@ class TextPreprocessor:
             settings = json.loads(path.read_text())
         except (OSError, ValueError) as ex:
             raise TrainlabError(f"cannot read the text preprocessor {path}: {ex}") from None
-        if settings.get("format") != FORMAT:
+        if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise TrainlabError(f"{path} is not a trainlab text preprocessor ({FORMAT})")
-        kind, lowercase = settings["tokenizer"], settings["lowercase"]
+        kind, lowercase, length = (settings.get(k) for k in ("tokenizer", "lowercase", "length"))
+        vocab = settings.get("vocab")
+        if (
+            kind not in TOKENIZERS
+            or not isinstance(lowercase, bool)
+            or not isinstance(length, int)
+            or length < 1
+            or (kind in ("word", "char") and not _texts(vocab))
+            or (kind not in ("word", "char") and settings.get("tokenizer_file") != SUBWORD_FILE)
+        ):
+            raise TrainlabError(
+                f"{path} holds settings of unexpected types; it was not loaded: retrain the run"
+            )
         if kind == "word":
-            tokenizer: AnyTokenizer = WordTokenizer(lowercase, settings["vocab"])
+            tokenizer: AnyTokenizer = WordTokenizer(lowercase, vocab)
         elif kind == "char":
-            tokenizer = CharTokenizer(lowercase, settings["vocab"])
-        else:
-            trained = HuggingFaceTokenizer.from_file(str(path.parent / settings["tokenizer_file"]))
+            tokenizer = CharTokenizer(lowercase, vocab)
+        else:  # the tokenizers package reads its JSON file as data (Rust), nothing runs
+            try:
+                trained = HuggingFaceTokenizer.from_file(str(path.parent / SUBWORD_FILE))
+            except Exception as ex:
+                reason = str(ex).splitlines()[0][:120] if str(ex) else type(ex).__name__
+                raise TrainlabError(f"cannot read {path.parent / SUBWORD_FILE}: {reason}") from None
             tokenizer = SubwordTokenizer(kind, lowercase, trained)
-        return cls(tokenizer, settings["length"])
+        return cls(tokenizer, length)
+
+
+def _texts(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(value, str) for value in values)
