@@ -193,9 +193,9 @@ def split_rows(
             names = class_names or [str(c) for c in range(len(counts))]
             examples = ", ".join(repr(names[c]) for c in single[:3])
             raise TrainlabError(
-                f"{target} has {len(counts)} classes and {len(single)} of them have a single "
-                f"row (e.g. {examples}); a stratified split needs 2 or more per class: is it "
-                f"an ID column? Remove or merge the rare classes, {fix}"
+                f"{target} has {len(counts)} classes, {len(single)} of them with a single row "
+                f"(e.g. {examples}); a split needs 2+ rows per class: is it an ID column? "
+                f"Remove or merge rare classes, {fix}"
             )
     try:
         rest, test = train_test_split(

@@ -112,9 +112,9 @@ def check_categories(column: pd.Series, name: str, where: str, most: int) -> Non
     if distinct > most:
         kind = "an ID?" if distinct == column.notna().sum() else "an ID or free text?"
         raise TrainlabError(
-            f"column '{name}' of {where} has {distinct} distinct texts ({kind}), more than "
-            f"data.max_categories={most} one-hot inputs: leave it out with "
-            f"data.drop_columns=[{name}], or raise data.max_categories"
+            f"column '{name}' of {where} has {distinct} distinct texts ({kind}), over "
+            f"data.max_categories={most}: leave it out with data.drop_columns=[{name}] "
+            "or raise data.max_categories"
         )
 
 

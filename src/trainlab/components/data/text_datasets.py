@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainlab.components.data import files
 from trainlab.components.data.datasets import DataBundle, DataInfo, Split, split_rows
 from trainlab.components.data.text import PADDING_IDX, UNKNOWN_IDX, TextPreprocessor
 from trainlab.errors import TrainlabError
@@ -49,15 +50,11 @@ def read_csv(path: Path) -> pd.DataFrame:
             f"data.path={path}: no such file (resolved to {path.resolve()}); "
             "point data.path at a CSV file with a text column and a label column"
         )
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
+    if path.stat().st_size == 0:
         raise TrainlabError(
             f"data.path={path} is empty; it needs a header line (e.g. text,label) and rows"
-        ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as ex:
-        first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
-        raise TrainlabError(f"cannot read data.path={path} as UTF-8 CSV: {first}") from None
+        )
+    frame = files.read_csv(path, "data.path", dtype=str, keep_default_na=False)
     if frame.empty:
         columns = ", ".join(frame.columns)
         raise TrainlabError(f"data.path={path} has a header ({columns}) but no rows")
@@ -92,6 +89,14 @@ def text_bundle(
                 f"columns: {', '.join(map(str, frame.columns))}"
             )
     texts = np.array([str(text) for text in frame[text_column]], dtype=object)
+    empty = sum(1 for text in texts if not text.strip())
+    if empty == len(texts):
+        raise TrainlabError(
+            f"data.text_column={text_column!r} of {source} holds no text (all {len(texts)} "
+            "rows are empty or spaces); point data.text_column at the column of texts"
+        )
+    if empty:
+        log.info(f"note: {empty} of {len(texts)} rows of {source} have an empty text")
     labels = [str(label).strip() for label in frame[label_column]]
     missing = [row for row, label in enumerate(labels) if label == ""]
     if missing:
@@ -114,6 +119,9 @@ def text_bundle(
         seed=seed,
         stratify=True,
         fold=fold,
+        class_names=class_names,
+        target=f"data.label_column={label_column!r}",
+        fix="or check data.label_column",
     )
     preprocessor = TextPreprocessor.fit(
         list(texts[train]),
