@@ -369,3 +369,64 @@ def test_an_empty_text_column_through_the_command(tmp_path: Path) -> None:
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "holds no text (all 60 rows are empty or spaces)" in line
+
+
+# --- batch norm and a last training batch of one row ------------------------------------------
+def test_a_single_row_last_batch_is_left_out_only_when_asked() -> None:
+    import torch
+
+    from trainlab.components.data.loaders import LoaderBatches
+    from trainlab.engine.batches import TensorBatches
+
+    inputs, targets = torch.arange(17.0).reshape(17, 1), torch.arange(17)
+    options = {"shuffle": True, "seed": 5}
+    kept = TensorBatches(inputs, targets, 8, **options)
+    dropped = TensorBatches(inputs, targets, 8, drop_last_single=True, **options)
+    assert (len(kept), len(dropped), dropped.drops_single) == (3, 2, True)
+    streamed = LoaderBatches(
+        inputs, targets, 8, device=torch.device("cpu"), drop_last_single=True, **options
+    )
+    for epoch in range(3):
+        full = [t.tolist() for _, t in kept.epoch(epoch)]
+        got = [t.tolist() for _, t in dropped.epoch(epoch)]
+        assert got == full[:2] and [len(b) for b in full] == [8, 8, 1]
+        assert [t.tolist() for _, t in streamed.epoch(epoch)] == got
+        assert [t.tolist() for _, t in dropped.epoch(epoch, start=1)] == got[1:]  # resumed
+    # Two rows left over, or none: nothing is dropped.
+    for rows in (18, 16):
+        batches = TensorBatches(
+            inputs[:0].new_zeros(rows, 1), targets.new_zeros(rows), 8, drop_last_single=True
+        )
+        assert not batches.drops_single and len(batches) == -(-rows // 8)
+
+
+def test_batch_norm_trains_when_the_last_batch_has_one_row(run_experiment, caplog) -> None:
+    # The digits' training split has 1257 rows: batches of 8 leave one row over.
+    with caplog.at_level(logging.INFO, logger="trainlab"):
+        _, run_dir = run_experiment(
+            "model.batch_norm=true",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "trainer.device=cpu",
+            "model.hidden_sizes=[16]",
+        )
+    assert (run_dir / "metrics.json").is_file()
+    assert caplog.text.count("leave a last batch of one row, which batch norm cannot") == 1
+
+
+def test_batch_norm_cross_validation_folds(run_experiment, caplog) -> None:
+    # 400 rows: 340 outside the test split; 2 folds train on 170, batches of 13 leave 1.
+    with caplog.at_level(logging.INFO, logger="trainlab"):
+        _, run_dir = run_experiment(
+            "data=synthetic",
+            "data.n_samples=400",
+            "data.test_fraction=0.15",
+            "data.batch_size=13",
+            "model.batch_norm=true",
+            "model.hidden_sizes=[16]",
+            "cv.folds=2",
+            "trainer.max_epochs=1",
+            "trainer.device=cpu",
+        )
+    assert caplog.text.count("which batch norm cannot train on") == 2  # once per fold
+    assert (run_dir / "metrics.json").is_file()

@@ -70,6 +70,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.components.losses import build_loss, num_outputs
     from trainlab.components.metrics import TaskMetrics, resolve_objective
     from trainlab.components.models import build_model
+    from trainlab.components.models.build import has_batch_norm
     from trainlab.components.optim import build_optimizer, build_schedule
     from trainlab.engine.checkpoint import load_checkpoint
     from trainlab.engine.runtime import (
@@ -122,7 +123,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     }
     if any(speed.values()):
         log.info(f"speed settings: {', '.join(name for name, on in speed.items() if on)}")
-    train = data.train_batches(seed, limit=trainer_cfg.limit_train_batches)
+    train = data.train_batches(
+        seed, limit=trainer_cfg.limit_train_batches, drop_last_single=has_batch_norm(model)
+    )
     threads = None
     if device.type == "cpu":
         count, why = choose_threads(

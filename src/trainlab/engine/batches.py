@@ -58,6 +58,9 @@ class Batches:
     `transform(inputs, generator)`, when given, changes each batch's inputs (augmentation);
     it runs on the batch where training uses it, with a generator on that device seeded by
     (seed, epoch, batch index), so a resumed run also sees the same transformed batches.
+
+    `drop_last_single` leaves out a last batch that would hold one row (a model with batch
+    norm cannot train on it); which row that is changes with the epoch's order.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Batches:
         drop_last: bool = False,
         limit: int | None = None,
         transform: Transform | None = None,
+        drop_last_single: bool = False,
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -79,7 +83,8 @@ class Batches:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.transform = transform
         full, rest = divmod(len(inputs), self.batch_size)
-        count = full if drop_last or rest == 0 else full + 1
+        self.drops_single = drop_last_single and rest == 1 and full > 0
+        count = full if drop_last or rest == 0 or self.drops_single else full + 1
         self.num_batches = min(count, limit) if limit is not None else count
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from trainlab.components.data.augment import ImageAugment
 from trainlab.components.data.loaders import LoaderBatches
 from trainlab.engine.batches import Batches, TensorBatches
 from trainlab.errors import TrainlabError
+
+log = logging.getLogger("trainlab")
 
 TASKS = ("multiclass", "binary", "regression")
 INPUT_KINDS = ("features", "image", "tokens")
@@ -140,9 +143,13 @@ class DataBundle:
         if hasattr(self.preprocessor, "save"):
             self.preprocessor.save(run_dir)
 
-    def train_batches(self, seed: int, limit: int | None = None) -> Batches:
+    def train_batches(
+        self, seed: int, limit: int | None = None, drop_last_single: bool = False
+    ) -> Batches:
+        """The training batches. `drop_last_single` (for a model with batch norm, which
+        cannot train on one row) leaves out a last batch of a single row, with a note."""
         size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
-        return self._batches(
+        batches = self._batches(
             self.train,
             size,
             shuffle=self.shuffle,
@@ -150,7 +157,15 @@ class DataBundle:
             drop_last=self.drop_last,
             limit=limit,
             transform=self.train_transform,
+            drop_last_single=drop_last_single,
         )
+        if batches.drops_single:
+            log.info(
+                f"note: {len(self.train)} training rows in batches of {size} leave a last batch "
+                "of one row, which batch norm cannot train on: each epoch leaves it out "
+                "(data.drop_last=true says so; another data.batch_size keeps it)"
+            )
+        return batches
 
     def eval_batches(self, split: str, limit: int | None = None) -> Batches:
         return self._batches(getattr(self, split), self.eval_batch_size, limit=limit)

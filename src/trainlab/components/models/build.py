@@ -55,3 +55,9 @@ def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
         if isinstance(ex.__cause__, ConfigError):
             raise ex.__cause__ from None
         raise
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether `model` normalises over the batch while training (a batch of one row fails)."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    return any(isinstance(module, norms) for module in model.modules())
