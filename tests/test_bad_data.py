@@ -430,3 +430,12 @@ def test_batch_norm_cross_validation_folds(run_experiment, caplog) -> None:
         )
     assert caplog.text.count("which batch norm cannot train on") == 2  # once per fold
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_a_loss_for_the_other_task_names_data_task(tmp_path: Path) -> None:
+    path = csv(tmp_path, base().assign(y=np.linspace(0.25, 9.75, ROWS)))
+    result = train_in_process("data=csv", f"data.path={path}", "data.target=y", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "use loss=mse, loss=mae or loss=huber" in line
+    assert "data.task=classification|regression sets the task" in line

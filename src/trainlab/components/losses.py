@@ -40,17 +40,21 @@ def num_outputs(cfg: DictConfig, data: DataBundle | DataInfo) -> int:
     return info.num_classes
 
 
+# A table's task is detected (data=csv); the user may mean the other one.
+CHOOSE_TASK = " (data=csv: data.task=classification|regression sets the task)"
+
+
 def check_loss_fits(cfg: DictConfig, task: str) -> None:
     target = cfg.get("_target_")
     if task == "regression" and target in CLASSIFICATION_LOSSES:
         raise ConfigError(
             f"loss {target} is for classification but the data is a regression task; "
-            "use loss=mse, loss=mae or loss=huber"
+            "use loss=mse, loss=mae or loss=huber" + CHOOSE_TASK
         )
     if task != "regression" and target in REGRESSION_LOSSES:
         raise ConfigError(
             f"loss {target} is for regression but the data is a {task} classification task; "
-            "use loss=cross_entropy" + (" or loss=bce" if task == "binary" else "")
+            "use loss=cross_entropy" + (" or loss=bce" if task == "binary" else "") + CHOOSE_TASK
         )
     if task == "multiclass" and target == "trainlab.components.losses.BCEWithLogitsLoss":
         raise ConfigError("loss=bce needs two classes; this data has more: use loss=cross_entropy")
