@@ -439,3 +439,12 @@ def test_a_loss_for_the_other_task_names_data_task(tmp_path: Path) -> None:
     (line,) = result.stderr.strip().splitlines()
     assert "use loss=mse, loss=mae or loss=huber" in line
     assert "data.task=classification|regression sets the task" in line
+
+
+def test_empty_header_names_are_left_to_pandas(tmp_path: Path) -> None:
+    frame = base()
+    path = tmp_path / "indexed.csv"
+    frame.to_csv(path)  # a saved index: an empty first header name
+    bundle = load_table(seed=0, path=str(path), target="y", drop_columns=["Unnamed: 0"])
+    assert bundle.preprocessor.numeric == ["a", "b"]
+    refused("'a' more than once", path=raw(tmp_path, ",,a,a,y\n1,2,3,4,cat\n", "e.csv"))

@@ -105,7 +105,10 @@ def read_csv(path: Path, what: str, sep: str = ",", **options: Any) -> pd.DataFr
                 "fix that row (a value holding the separator needs quotes)"
             ) from None
         raise TrainlabError(f"{what}={path}: cannot read the file ({first_line(ex)})") from None
-    duplicated = [name for name, count in Counter(_header(path, sep)).items() if count > 1]
+    # Empty names are left to pandas ("Unnamed: 0", e.g. a saved index): only the user's
+    # own names must not repeat.
+    named = [name for name in _header(path, sep) if name]
+    duplicated = [name for name, count in Counter(named).items() if count > 1]
     if duplicated:
         raise TrainlabError(
             f"{what}={path}: the header names column(s) {', '.join(map(repr, duplicated))} "
@@ -121,7 +124,7 @@ def _read_csv(path: Path, sep: str, options: dict[str, Any]) -> pd.DataFrame:
 def _header(path: Path, sep: str) -> list[str]:
     """The column names as the file writes them (pandas renames repeated ones)."""
     frame = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, encoding="utf-8-sig")
-    return [str(name) for name in frame.iloc[0].tolist()] if len(frame) else []
+    return ["" if pd.isna(name) else str(name) for name in frame.iloc[0]] if len(frame) else []
 
 
 def check_columns(frame: pd.DataFrame, path: Path, what: str) -> None:

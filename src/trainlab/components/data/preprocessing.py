@@ -58,6 +58,8 @@ def date_format(series: pd.Series) -> str | None:
     if values.empty or types.is_numeric_dtype(values) or types.is_bool_dtype(values):
         return None
     texts = values.astype(str).str.strip()
+    if DATE_LIKE.fullmatch(texts.iloc[0]) is None:  # most text columns end here
+        return None
     if not texts.map(lambda text: DATE_LIKE.fullmatch(text) is not None).all():
         return None
     from pandas.tseries.api import guess_datetime_format
