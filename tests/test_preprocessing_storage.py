@@ -326,3 +326,19 @@ def test_a_copied_run_folder_predicts_the_same(csv_file: Path, tmp_path: Path) -
     moved = Path(shutil.copytree(run, tmp_path / "elsewhere"))
     shutil.rmtree(run)
     assert TablePreprocessor.load(moved).transform(HELD_OUT, "r").shape[0] == 4
+
+
+def test_a_checkpoint_config_naming_another_class_builds_nothing(tmp_path: Path) -> None:
+    """predict rebuilds the model from the config inside the checkpoint: a crafted config
+    naming a class that is not a model must not get that class constructed."""
+    from omegaconf import OmegaConf
+
+    from trainlab.components.models import build_model
+    from trainlab.errors import ConfigError
+
+    marker = tmp_path / "created"
+    info = DataInfo(name="t", task="binary", input_kind="features", input_shape=(3,))
+    crafted = {"_target_": "logging.FileHandler", "filename": str(marker), "mode": "w"}
+    with pytest.raises(ConfigError, match=r"logging\.FileHandler is not a torch\.nn\.Module"):
+        build_model(OmegaConf.create(crafted), info, 2)
+    assert not marker.exists()

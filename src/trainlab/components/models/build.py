@@ -33,6 +33,13 @@ SHIPPED: dict[str, type[nn.Module]] = {
 
 def build_model(cfg: DictConfig, info: DataInfo, num_outputs: int) -> nn.Module:
     model_class = get_class(cfg._target_)
+    if not issubclass(model_class, nn.Module):
+        # Checked before anything is built: a config (e.g. inside a checkpoint someone
+        # sent) must not get any other class constructed, and run its __init__.
+        raise ConfigError(
+            f"model._target_={cfg._target_} is not a torch.nn.Module; name a model class, "
+            f"e.g. one of: {', '.join(f'model={name}' for name in SHIPPED)}"
+        )
     kinds = getattr(model_class, "input_kinds", None)
     if kinds is not None and info.input_kind not in kinds:
         fits = [name for name, cls in SHIPPED.items() if info.input_kind in cls.input_kinds]
