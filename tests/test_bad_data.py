@@ -8,6 +8,7 @@ no traceback, no run folder left behind.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -448,3 +449,33 @@ def test_empty_header_names_are_left_to_pandas(tmp_path: Path) -> None:
     bundle = load_table(seed=0, path=str(path), target="y", drop_columns=["Unnamed: 0"])
     assert bundle.preprocessor.numeric == ["a", "b"]
     refused("'a' more than once", path=raw(tmp_path, ",,a,a,y\n1,2,3,4,cat\n", "e.csv"))
+
+
+def test_batch_norm_with_a_dropped_row_resumes_bit_for_bit(run_experiment) -> None:
+    import torch
+
+    from trainlab.engine.checkpoint import load_checkpoint
+
+    # 1257 rows in batches of 8: 157 steps an epoch, the 158th batch (one row) left out.
+    common = (
+        "model.batch_norm=true",
+        "model.hidden_sizes=[16]",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "trainer.device=cpu",
+        "callbacks.model_checkpoint.every_n_steps=100",
+        "callbacks.model_checkpoint.keep_last=10",
+    )
+    _, reference = run_experiment(*common)
+    # A copy of the run as a process killed after step 200 would have left it.
+    stopped = Path(shutil.copytree(reference, reference.parent / "stopped"))
+    (stopped / "metrics.json").unlink()
+    middle = stopped / "checkpoints" / "step_200.pt"  # epoch 2, batch 43
+    assert load_checkpoint(middle)["position"]["global_step"] == 200
+    _, new_folder = run_experiment(*common, f"resume={middle}")
+    resumed = new_folder if (new_folder / "checkpoints").is_dir() else stopped
+    a = load_checkpoint(reference / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["position"]["global_step"] == b["position"]["global_step"] == 2 * 157
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
