@@ -248,7 +248,11 @@ def test_unexpected_content_is_refused(csv_file: Path, tmp_path: Path, change, w
 
 def test_a_json_list_or_garbage_is_refused(csv_file: Path, tmp_path: Path) -> None:
     run = trained_folder(csv_file, tmp_path / "run")
-    for text in ("[1, 2]", "{not json", "", "null"):
+    # A transformer of 400 nested lists, and JSON nested past the recursion limit.
+    header = '{"format": "trainlab-preprocessing", "version": 2, "numeric": [], "categorical": '
+    header += '[], "dates": {}, "target": "y", "impute": "median", "transformer": '
+    deep = header + '{"list": [' * 400 + "]}" * 400 + "}"
+    for text in ("[1, 2]", "{not json", "", "null", "[" * 100_000 + "]" * 100_000, deep):
         (run / PREPROCESSING_FILE).write_text(text)
         with pytest.raises(TrainlabError, match="is not trainlab preprocessing data"):
             TablePreprocessor.load(run)

@@ -67,7 +67,7 @@ class DataInfo:
                 raise ValueError(f"input shape {info.input_shape}")
             if not all(isinstance(name, str) for name in info.class_names):
                 raise ValueError("class names that are not texts")
-        except (OSError, ValueError, TypeError, AssertionError) as ex:
+        except (OSError, ValueError, TypeError, AssertionError, RecursionError) as ex:
             reason = str(ex).splitlines()[0][:120] if str(ex) else type(ex).__name__
             raise TrainlabError(
                 f"{path} cannot be read as a run's data description ({reason}); "

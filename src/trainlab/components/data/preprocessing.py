@@ -277,7 +277,7 @@ class TablePreprocessor:
             return cls._from_payload(payload, path)
         except TrainlabError:
             raise
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as ex:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as ex:
             reason = str(ex).splitlines()[0][:120] if str(ex) else type(ex).__name__
             raise TrainlabError(
                 f"{path} is not trainlab preprocessing data ({reason}); it was not loaded: "

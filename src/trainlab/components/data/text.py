@@ -229,7 +229,7 @@ class TextPreprocessor:
         path = Path(directory) / SETTINGS_FILE
         try:
             settings = json.loads(path.read_text())
-        except (OSError, ValueError) as ex:
+        except (OSError, ValueError, RecursionError) as ex:
             raise TrainlabError(f"cannot read the text preprocessor {path}: {ex}") from None
         if not isinstance(settings, dict) or settings.get("format") != FORMAT:
             raise TrainlabError(f"{path} is not a trainlab text preprocessor ({FORMAT})")
