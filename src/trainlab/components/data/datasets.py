@@ -16,6 +16,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from trainlab.components.data.augment import ImageAugment
+from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.loaders import LoaderBatches
 from trainlab.engine.batches import Batches, TensorBatches
 from trainlab.errors import TrainlabError
@@ -137,8 +138,6 @@ class DataBundle:
         `data_info.json` (the DataInfo, to rebuild the model) and, when the preprocessing
         can save itself (`data=csv`), its fitted transform.
         """
-        from trainlab.components.data.files import write_text_atomic
-
         write_text_atomic(Path(run_dir) / DATA_INFO_FILE, json.dumps(asdict(self.info), indent=2))
         if hasattr(self.preprocessor, "save"):
             self.preprocessor.save(run_dir)
@@ -162,8 +161,8 @@ class DataBundle:
         if batches.drops_single:
             log.info(
                 f"note: {len(self.train)} training rows in batches of {size} leave a last batch "
-                "of one row, which batch norm cannot train on: each epoch leaves it out "
-                "(data.drop_last=true says so; another data.batch_size keeps it)"
+                "of one row, which batch norm cannot train on: it is left out of each epoch "
+                "(another data.batch_size keeps every row)"
             )
         return batches
 
