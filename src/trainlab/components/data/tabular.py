@@ -288,9 +288,10 @@ def load_table(
         target_std=None if classification else std.tolist(),
     )
     log.info(
-        f"table {where}: {len(frame)} rows; numeric: {', '.join(numbers) or '-'}; "
-        f"categorical: {', '.join(categories) or '-'}; {inputs.shape[1]} model inputs; "
-        f"target '{target}': {kind}" + (f" ({', '.join(class_names)})" if classification else "")
+        f"table {where}: {len(frame)} rows; numeric: {shown(numbers) or '-'}; "
+        + (f"dates: {shown(list(dates))}; " if dates else "")
+        + f"categorical: {shown(categories) or '-'}; {inputs.shape[1]} model inputs; "
+        f"target '{target}': {kind}" + (f" ({shown(class_names)})" if classification else "")
     )
     return DataBundle(
         train=split(train),
