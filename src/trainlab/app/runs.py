@@ -12,15 +12,20 @@ continues a run in its own folder:
 - `resume=FOLDER`: that run, from its `checkpoints/last.pt`;
   `resume=FOLDER/checkpoints/NAME.pt`: that run, from that checkpoint.
 
-`RunFolder` (a Hydra callback) decides before Hydra writes anything, so a refused command
-leaves every folder as it was. Only the main process claims a folder and writes Hydra's
-bookkeeping into it; other ranks write nothing there. Imports no torch unless a checkpoint
-has to be read.
+`RunFolder` (a Hydra callback) decides before Hydra writes anything, and holds an
+exclusive lock on the folder for the whole run (the OS drops it when the process ends,
+however it ends), so a second process never writes into a run in progress. Hydra's
+`.hydra/` bookkeeping is written by the job once the config has been checked
+(`record_run_config`), so a refused command leaves every folder byte for byte as it was.
+Only the main process claims a folder and writes into it; other ranks write nothing there.
+Imports no torch unless a checkpoint has to be read.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,61 @@ def check_new_run_folder(folder: Path) -> None:
         )
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse to resume into a folder (or a part of it) this process cannot write to."""
+    parts = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+    parts += [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    blocked = next((p for p in parts if not os.access(p, os.W_OK)), None)
+    if blocked is not None:
+        where = "" if blocked == folder else f" ({blocked.relative_to(folder)})"
+        raise TrainlabError(
+            f"cannot write to {folder}{where} (read-only): a resumed run writes its "
+            "checkpoints and logs there; copy it somewhere writable and resume from the copy "
+            f"(cp -r {folder} COPY; resume=COPY)"
+        )
+
+
+def check_folder_path(path: Path, setting: str) -> None:
+    """Refuse a run folder path that is, or lies inside, a file."""
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise ConfigError(
+                f"{setting}={path}: {part} is a file, not a folder; point {setting} at a "
+                "folder (or leave it at its default)"
+            )
+
+
+def check_readable(folder: Path, resume: str) -> None:
+    """Refuse to resume a run whose saved config files are corrupt (one line naming it)."""
+    for name in ("overrides.yaml", "config.yaml"):
+        path = folder / ".hydra" / name
+        if path.is_file() and (problem := _unreadable_yaml(path)):
+            raise TrainlabError(
+                f"resume={resume}: {path} is corrupt ({problem}); restore it, or delete "
+                f"{folder / '.hydra'} to resume from the checkpoint alone (it keeps the config)"
+            )
+
+
+def _unreadable_yaml(path: Path) -> str | None:
+    """Why `path` is not a readable YAML file of Hydra's; None if it is."""
+    try:
+        content = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as ex:
+        return f"{type(ex).__name__}: {_first_line(str(ex))}"
+    if path.name == "overrides.yaml":
+        if content is not None and not (
+            isinstance(content, list) and all(isinstance(o, str) for o in content)
+        ):
+            return "not a list of overrides"
+    elif not isinstance(content, dict):
+        return "not a mapping of settings"
+    return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def locate(resume: str) -> tuple[Path, Path]:
     """The run folder and the checkpoint that `resume=PATH` names."""
     path = Path(resume).absolute()
@@ -76,8 +136,8 @@ def locate(resume: str) -> tuple[Path, Path]:
         checkpoint = path
     if (folder / "metrics.json").exists():
         raise TrainlabError(
-            f"resume={resume}: that run already finished (it has metrics.json); "
-            "start a new run instead (drop resume=)"
+            f"resume={resume}: that run already finished; its results are in "
+            f"{folder / 'metrics.json'}. Start a new run instead (drop resume=)"
         )
     return folder, checkpoint
 
@@ -155,13 +215,32 @@ def current_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def find_unfinished(candidates: list[Path], overrides: list[str]) -> Path | None:
     """The most recently saved unfinished run among `candidates` begun with `overrides`."""
+    found = unfinished_runs(candidates, overrides)
+    return found[0] if found else None
+
+
+def unfinished_runs(candidates: list[Path], overrides: list[str]) -> list[Path]:
+    """The unfinished runs among `candidates` begun with `overrides`, newest save first.
+
+    A folder whose saved config files cannot be read is no candidate (skipped quietly).
+    """
     wanted = _without_resume(overrides)
-    found = [
-        folder
-        for folder in candidates
-        if is_unfinished(folder) and _without_resume(_read_overrides(folder)) == wanted
-    ]
-    return max(found, key=lambda folder: (folder / LAST).stat().st_mtime, default=None)
+    found = []
+    for folder in candidates:
+        try:
+            if not is_unfinished(folder) or _unreadable(folder):
+                continue
+            if _without_resume(_read_overrides(folder)) == wanted:
+                found.append(((folder / LAST).stat().st_mtime, folder))
+        except OSError:  # vanished or unreadable meanwhile
+            continue
+    return [folder for _, folder in sorted(found, key=lambda pair: -pair[0])]
+
+
+def _unreadable(folder: Path) -> bool:
+    names = ("overrides.yaml", "config.yaml")
+    paths = [folder / ".hydra" / name for name in names]
+    return any(path.is_file() and _unreadable_yaml(path) for path in paths)
 
 
 def _read_overrides(folder: Path) -> list[str]:
@@ -181,45 +260,100 @@ def claim(planned: Path) -> Path:
     """Create a new run's folder: `planned`, or `planned_2`, `_3`, ... if another run has it.
 
     Creating the folder is the claim (an atomic step), so two runs started in the same
-    second cannot both take it.
+    second cannot both take it. A run that fails at once removes its empty folder and the
+    empty `runs/` above it, maybe just as another run claims beside it: then the parent
+    is made again.
     """
-    planned.parent.mkdir(parents=True, exist_ok=True)
     for number in itertools.count(1):
         folder = planned if number == 1 else planned.with_name(f"{planned.name}_{number}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
+        for _ in range(100):
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                break
+            except FileNotFoundError:
+                planned.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise TrainlabError(f"cannot create {folder}: its parent folder keeps disappearing")
     raise AssertionError("unreachable")
 
 
 def choose_run_folder(config: DictConfig) -> Path:
-    """The folder this run writes to (see the module docstring); raises if it must not run."""
+    """The folder this run writes to (see the module docstring), locked for this process
+    when it is the main one; raises if the run must not start."""
     check_resume(config)
     planned = Path(str(config.hydra.run.dir)).absolute()
     explicit = any(_key(o) == "hydra.run.dir" for o in config.hydra.overrides.hydra)
+    check_folder_path(planned, "hydra.run.dir" if explicit else "paths.root_dir")
     resume = config.get("resume")
-    folder = checkpoint = None
     if resume == "auto":
         candidates = [planned] if explicit else _subfolders(planned.parent)
-        folder = find_unfinished(candidates, list(config.hydra.overrides.task))
-        checkpoint = folder / LAST if folder is not None else None
+        found = unfinished_runs(candidates, list(config.hydra.overrides.task))
+        if found and (folder := _resume_any(found, config)) is not None:
+            return folder
     elif resume is not None:
         folder, checkpoint = locate(str(resume))
-    if folder is None:  # a new run
-        if explicit or not is_main_process():  # only the main process claims a folder
-            check_new_run_folder(planned)
-            return planned
-        return claim(planned)
-    if explicit and folder != planned:
-        raise ConfigError(
-            f"hydra.run.dir={planned} and resume={resume} name different folders; drop "
-            "hydra.run.dir: a resumed run continues in its own folder"
-        )
-    from trainlab.engine.checkpoint import load_checkpoint
+        if explicit and folder != planned:
+            raise ConfigError(
+                f"hydra.run.dir={planned} and resume={resume} name different folders; drop "
+                "hydra.run.dir: a resumed run continues in its own folder"
+            )
+        check_readable(folder, str(resume))
+        return _resume(folder, checkpoint, config, str(resume))
+    # A new run.
+    if not is_main_process():  # only the main process claims and locks a folder
+        check_new_run_folder(planned)
+        return planned
+    if explicit:
+        check_new_run_folder(planned)
+        planned.mkdir(parents=True, exist_ok=True)
+        lock_run_folder(planned)
+        check_new_run_folder(planned)  # another process may have written meanwhile
+        return planned
+    folder = claim(planned)
+    lock_run_folder(folder)
+    return folder
 
-    check_compatible(load_checkpoint(checkpoint), current_settings(config), checkpoint)
+
+def _resume_any(found: list[Path], config: DictConfig) -> Path | None:
+    """The newest of the unfinished runs `found` whose checkpoint reads, locked; None if
+    none reads. A truncated or corrupt one is skipped, with one short note."""
+    from trainlab.engine.checkpoint import UnreadableCheckpoint
+
+    skipped = []
+    for folder in found:
+        try:
+            return _resume(folder, folder / LAST, config, "auto")
+        except UnreadableCheckpoint:
+            skipped.append(folder)
+    if skipped:
+        others = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        print(f"note: resume=auto skipped {skipped[0]}{others}: unreadable {LAST}", file=sys.stderr)
+    return None
+
+
+def _resume(folder: Path, checkpoint: Path, config: DictConfig, resume: str) -> Path:
+    """Lock `folder` for this run, after checking it may be resumed from `checkpoint`."""
+    from trainlab.engine.checkpoint import UnreadableCheckpoint, load_checkpoint
+
+    if is_main_process():
+        lock_run_folder(folder)
+    try:
+        try:
+            payload = load_checkpoint(checkpoint)
+        except UnreadableCheckpoint as ex:
+            raise UnreadableCheckpoint(
+                f"resume={resume}: cannot resume from {checkpoint} ({ex.reason}); resume "
+                "from another checkpoints/*.pt of that run, or start a new run (drop resume=)",
+                ex.reason,
+            ) from None
+        check_compatible(payload, current_settings(config), checkpoint)
+        if is_main_process():
+            check_writable(folder)
+    except BaseException:
+        unlock_run_folder(folder)
+        raise
     return folder
 
 
@@ -227,10 +361,91 @@ def _subfolders(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
+# Run folders this process holds locked: folder -> open descriptor of the folder.
+_locks: dict[Path, int] = {}
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Hold an exclusive lock on `folder` until this process ends (or `unlock_run_folder`).
+
+    The lock is taken on the folder itself, so taking it writes nothing; the OS releases
+    it when the process ends, even when killed, so no lock outlives its run.
+    """
+    if folder in _locks:
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        holder = _lock_holder(folder)
+        by = f" (pid {holder})" if holder else ""
+        raise TrainlabError(
+            f"run {folder} is in use by another trainlab process{by}; wait for it to end, "
+            "or stop it, then run this command again"
+        ) from None
+    _locks[folder] = descriptor
+
+
+def unlock_run_folder(folder: Path) -> None:
+    if (descriptor := _locks.pop(folder, None)) is not None:
+        os.close(descriptor)  # closing the last descriptor releases the lock
+
+
+def _lock_holder(folder: Path) -> int | None:
+    """The pid holding a lock on `folder`, from /proc/locks (Linux); None elsewhere."""
+    try:
+        inode = folder.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(inode):
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None
+
+
+# Where Hydra would have written its bookkeeping; the job writes it there once the config
+# has been checked (`record_run_config`). None: nothing to write (no Hydra, another rank).
+_pending_subdir: str | None = None
+
+
+def record_run_config(cfg: DictConfig) -> None:
+    """Write `.hydra/` (config.yaml, hydra.yaml, overrides.yaml) into the run folder, as
+    Hydra would have before the job: called once the config has been checked, so that a
+    refused command leaves the folder as it was. A no-op outside a Hydra run."""
+    global _pending_subdir
+    from hydra.core.hydra_config import HydraConfig
+
+    from trainlab.engine.checkpoint import atomic_write
+
+    if _pending_subdir is None or not HydraConfig.initialized():
+        return
+    subdir, _pending_subdir = _pending_subdir, None
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir) / subdir
+    with read_write(hydra_cfg):
+        hydra_cfg.output_subdir = subdir  # as Hydra would have saved it
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+    for name, text in files.items():
+        data = text.encode()
+        atomic_write(folder / name, lambda handle, data=data: handle.write(data))
+
+
 class RunFolder(Callback):
-    """Hydra callback: point `hydra.run.dir` at the folder this run writes to."""
+    """Hydra callback: point `hydra.run.dir` at the folder this run writes to, locked."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _pending_subdir
         try:
             folder = choose_run_folder(config)
         except (TrainlabError, OSError) as ex:
@@ -242,6 +457,9 @@ class RunFolder(Callback):
             config.hydra.run.dir = str(folder)
             if not is_main_process():
                 write_nothing(config.hydra)
+            elif config.hydra.output_subdir is not None:
+                _pending_subdir = str(config.hydra.output_subdir)
+                config.hydra.output_subdir = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume") is not None:
