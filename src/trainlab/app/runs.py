@@ -253,7 +253,8 @@ def _key(override: str) -> str:
 
 
 def _without_resume(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if _key(o) != "resume")
+    # Where outputs go is not what a run is: the candidates already share that place.
+    return sorted(o for o in overrides if _key(o) != "resume" and not _key(o).startswith("paths."))
 
 
 def claim(planned: Path) -> Path:
