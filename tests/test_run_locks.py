@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import SMOKE, train_cli, train_command, train_env
 
-from trainlab.app.runs import claim, lock_run_folder, unlock_run_folder
+from trainlab.app.run_files import lock_run_folder, unlock_run_folder
+from trainlab.app.runs import claim
 from trainlab.engine.checkpoint import atomic_write
 from trainlab.errors import TrainlabError
 
