@@ -23,8 +23,10 @@ Imports no torch unless a checkpoint has to be read.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -274,16 +276,17 @@ def _resume_any(found: list[Path], config: DictConfig) -> Path | None:
     none reads. A truncated or corrupt one is skipped, with one short note."""
     from trainlab.engine.checkpoint import UnreadableCheckpoint
 
-    skipped = []
+    skipped, chosen = [], None
     for folder in found:
         try:
-            return _resume(folder, folder / LAST, config, "auto")
+            chosen = _resume(folder, folder / LAST, config, "auto")
+            break
         except UnreadableCheckpoint:
             skipped.append(folder)
     if skipped:
         others = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         print(f"note: resume=auto skipped {skipped[0]}{others}: unreadable {LAST}", file=sys.stderr)
-    return None
+    return chosen
 
 
 def _resume(folder: Path, checkpoint: Path, config: DictConfig, resume: str) -> Path:
@@ -314,25 +317,33 @@ def _subfolders(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
-# Where Hydra would have written its bookkeeping; the job writes it there once the config
-# has been checked (`record_run_config`). None: nothing to write (no Hydra, another rank).
-_pending_subdir: str | None = None
+# How this run's config is to be saved (`.hydra/`), once it has been checked; None:
+# nothing to write (another rank, or already written).
+_pending_record: Callable[[DictConfig], None] | None = None
+
+
+def defer_run_config(write: Callable[[DictConfig], None] | None) -> None:
+    """Have `record_run_config(cfg)` call `write(cfg)`: saving the config waits until the
+    job has checked it, so that a refused command leaves the folder as it was."""
+    global _pending_record
+    _pending_record = write
 
 
 def record_run_config(cfg: DictConfig) -> None:
-    """Write `.hydra/` (config.yaml, hydra.yaml, overrides.yaml) into the run folder, as
-    Hydra would have before the job: called once the config has been checked, so that a
-    refused command leaves the folder as it was. A no-op outside a Hydra run."""
-    global _pending_subdir
+    """Save the run's config as deferred (see `defer_run_config`); a no-op otherwise."""
+    global _pending_record
+    write, _pending_record = _pending_record, None
+    if write is not None:
+        write(cfg)
+
+
+def _write_hydra_files(subdir: str, cfg: DictConfig) -> None:
+    """`.hydra/` (config.yaml, hydra.yaml, overrides.yaml), as Hydra writes it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from trainlab.engine.checkpoint import atomic_write
-
-    if _pending_subdir is None or not HydraConfig.initialized():
+    if not HydraConfig.initialized():
         return
-    subdir, _pending_subdir = _pending_subdir, None
     hydra_cfg = HydraConfig.get()
-    folder = Path(hydra_cfg.runtime.output_dir) / subdir
     with read_write(hydra_cfg):
         hydra_cfg.output_subdir = subdir  # as Hydra would have saved it
     files = {
@@ -340,6 +351,12 @@ def record_run_config(cfg: DictConfig) -> None:
         "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
         "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
     }
+    write_files(Path(hydra_cfg.runtime.output_dir) / subdir, files)
+
+
+def write_files(folder: Path, files: dict[str, str]) -> None:
+    from trainlab.engine.checkpoint import atomic_write
+
     for name, text in files.items():
         data = text.encode()
         atomic_write(folder / name, lambda handle, data=data: handle.write(data))
@@ -349,7 +366,6 @@ class RunFolder(Callback):
     """Hydra callback: point `hydra.run.dir` at the folder this run writes to, locked."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _pending_subdir
         try:
             folder = choose_run_folder(config)
         except (TrainlabError, OSError) as ex:
@@ -362,7 +378,8 @@ class RunFolder(Callback):
             if not is_main_process():
                 write_nothing(config.hydra)
             elif config.hydra.output_subdir is not None:
-                _pending_subdir = str(config.hydra.output_subdir)
+                subdir = str(config.hydra.output_subdir)
+                defer_run_config(functools.partial(_write_hydra_files, subdir))
                 config.hydra.output_subdir = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
