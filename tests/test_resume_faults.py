@@ -158,6 +158,22 @@ def test_resume_of_a_finished_run_says_where_its_metrics_are(tmp_path) -> None:
             locate(str(target))
 
 
+def test_resume_names_a_run_by_its_folder_checkpoints_folder_or_checkpoint(tmp_path) -> None:
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.pt").write_bytes(b"x")
+    (folder / "checkpoints" / "step_3.pt").write_bytes(b"x")
+    last, step = folder / "checkpoints" / "last.pt", folder / "checkpoints" / "step_3.pt"
+    assert locate(str(folder)) == locate(str(folder / "checkpoints")) == (folder, last)
+    assert locate(str(step)) == (folder, step)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainlabError, match=r"no checkpoints/last\.pt in that folder"):
+        locate(str(tmp_path / "empty"))
+    (tmp_path / "notes.pt").write_bytes(b"x")
+    with pytest.raises(TrainlabError, match="that file is not inside a run folder"):
+        locate(str(tmp_path / "notes.pt"))
+
+
 def test_a_file_as_run_folder_is_one_line(tmp_path) -> None:
     file = tmp_path / "outputs"
     file.write_text("a file")

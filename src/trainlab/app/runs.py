@@ -77,8 +77,10 @@ def locate(resume: str) -> tuple[Path, Path]:
     if not path.exists():
         raise TrainlabError(f"resume={resume}: no such run folder or checkpoint file; {hint}")
     if path.is_dir():
+        if path.name == LAST.parent.name and (path / LAST.name).is_file():
+            path = path.parent  # a run's checkpoints/ folder: that run
         folder, checkpoint = path, path / LAST
-        if not checkpoint.is_file():
+        if not checkpoint.is_file() and not (folder / "metrics.json").exists():
             raise TrainlabError(f"resume={resume}: no {LAST} in that folder, nothing to resume")
     else:
         # The folder Hydra made for the run, else the one holding `checkpoints/`.
