@@ -233,6 +233,11 @@ def run(cfg: DictConfig) -> float:
     preemption.phase = "building the experiment"
     exp = build(cfg)
     runs.record_run_config(saved_config)  # checked and built: now the folder may change
+    if exp.resumed_from is not None:  # what a writer killed with the last run left
+        from trainlab.engine.checkpoint import remove_dead_writers_files
+
+        for folder in (exp.output_dir, exp.output_dir / "checkpoints"):
+            remove_dead_writers_files(folder)
     logger = exp.trainer.logger
     try:
         final, state, best = train_and_test(exp)

@@ -74,6 +74,15 @@ def remove_strays(path: Path) -> None:
             stray.unlink(missing_ok=True)
 
 
+def remove_dead_writers_files(folder: Path) -> None:
+    """Remove every temporary file in `folder` left by a writer that is no longer running
+    (one killed while writing a file that is not written again, e.g. best.pt)."""
+    for stray in folder.glob(".*.tmp"):
+        pid = stray.name[1:-4].rsplit(".", 2)
+        if len(pid) == 3 and pid[1].isdigit() and not _alive(int(pid[1])):
+            stray.unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this process writes `path` from one thread at a time
