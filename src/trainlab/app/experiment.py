@@ -419,13 +419,12 @@ def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
 def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write JSON through a temporary file renamed into place: never a half-written file."""
-    from trainlab.engine.checkpoint import atomic_write
+    from trainlab.engine.checkpoint import atomic_write_bytes
     from trainlab.engine.distributed import is_main_process
 
     if not is_main_process():  # the main process writes for all
         return
-    text = json.dumps(payload, indent=2).encode()
-    atomic_write(path, lambda handle: handle.write(text))
+    atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
 __all__ = ["TrainlabError", "run"]

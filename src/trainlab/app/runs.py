@@ -357,11 +357,10 @@ def _write_hydra_files(subdir: str, cfg: DictConfig) -> None:
 
 
 def write_files(folder: Path, files: dict[str, str]) -> None:
-    from trainlab.engine.checkpoint import atomic_write
+    from trainlab.engine.checkpoint import atomic_write_bytes
 
     for name, text in files.items():
-        data = text.encode()
-        atomic_write(folder / name, lambda handle, data=data: handle.write(data))
+        atomic_write_bytes(folder / name, text.encode())
 
 
 class RunFolder(Callback):

@@ -50,6 +50,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (see `atomic_write`): for any file of a run folder."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
 def _umask() -> int:
     """This process's umask, read without setting it (os.umask would, for every thread)."""
     try:
@@ -107,8 +112,7 @@ def _sync_folder(folder: Path) -> None:
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write `payload` to `path` atomically (see `atomic_write`)."""
-    data = serialize(payload)
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write_bytes(path, serialize(payload))
 
 
 def serialize(payload: dict[str, Any]) -> bytes:
