@@ -213,6 +213,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    from trainlab.engine import preemption
+
+    preemption.phase = "checking the config"
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
@@ -226,8 +229,6 @@ def run(cfg: DictConfig) -> float:
         validate(cfg)
         runs.record_run_config(cfg)
         return cross_validate(cfg)
-    from trainlab.engine import preemption
-
     started = time.perf_counter()
     saved_config = OmegaConf.create(OmegaConf.to_container(cfg))  # as composed, for .hydra/
     preemption.phase = "building the experiment"
