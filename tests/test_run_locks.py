@@ -92,6 +92,7 @@ def test_a_resume_of_a_run_in_use_is_one_line_and_changes_nothing(tmp_path) -> N
 SLOW = (
     *SMOKE,
     "callbacks.model_checkpoint.every_n_steps=1",
+    "callbacks.model_checkpoint.keep_last=10",
     "+callbacks.slow._target_=custom_parts.Slowdown",
     "+callbacks.slow.seconds=10",  # the first resume runs two more steps: 20 s or more
 )
