@@ -348,3 +348,14 @@ def test_a_stop_in_any_phase_says_where_and_resume_auto_finishes_the_job(
         "best_checkpoint": str(folder / "checkpoints" / "best.pt")
     }
     assert json.loads((folder / "metrics.json").read_text())["steps"] == 6
+
+
+def test_resume_with_more_batches_an_epoch_replans_onecycle(tmp_path, caplog) -> None:
+    options = ("trainer.max_epochs=3", "sched=onecycle", "callbacks.model_checkpoint.keep_last=9")
+    options += ("callbacks.model_checkpoint.every_n_steps=3",)
+    run(compose_config(*options, "trainer.limit_train_batches=3", output_dir=tmp_path))
+    (tmp_path / "metrics.json").unlink()
+    resume = f"resume={tmp_path / 'checkpoints' / 'step_3.pt'}"
+    run(compose_config(*options, "trainer.limit_train_batches=5", resume, output_dir=tmp_path))
+    assert "trainer.limit_train_batches changed (3 in the checkpoint): re-planned" in caplog.text
+    assert read_metrics(tmp_path)["steps"] == 3 + 2 * 5

@@ -192,7 +192,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
                 )
                 log.warning(
                     f"{why}: re-planned the schedule for trainer.max_epochs="
-                    f"{trainer_cfg.max_epochs}, going on from {interval} {done}"
+                    f"{trainer_cfg.max_epochs} ({steps} steps an epoch), going on from "
+                    f"{interval} {done}"
                 )
     checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
     return Experiment(
@@ -316,9 +317,13 @@ def schedule_changed(resumed: dict[str, Any], trainer: Any, schedule: Any) -> st
     saved = resumed["config"]
     if saved.get("sched") != trainer.config.get("sched"):
         return "sched differs from the checkpoint's"
-    before = saved.get("trainer", {}).get("max_epochs")
-    if schedule is not None and schedule.planned_epochs not in (None, before):
-        return f"trainer.max_epochs changed ({before} in the checkpoint)"
+    if schedule is None or schedule.planned_epochs is None:
+        return None
+    before, now = saved.get("trainer", {}), trainer.config["trainer"]
+    # What the number of optimizer steps, so the schedule's length, depends on.
+    for key in ("max_epochs", "limit_train_batches", "accumulate_grad_batches"):
+        if before.get(key) != now.get(key):
+            return f"trainer.{key} changed ({before.get(key)} in the checkpoint)"
     return None
 
 
