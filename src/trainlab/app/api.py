@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.app import runs
 from trainlab.app.config import check_resume, register_resolvers
+from trainlab.app.run_files import lock_run_folder, unlock_run_folder
 from trainlab.errors import ConfigError
 
 log = logging.getLogger("trainlab")
@@ -102,7 +103,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
     register_resolvers()
     run_dir = choose_folder(cfg, output_dir)
     cfg.paths.output_dir = str(run_dir)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    saved = OmegaConf.to_yaml(cfg)  # written once the run has checked the config
+    runs.defer_run_config(lambda _: runs.write_files(run_dir / ".hydra", {"config.yaml": saved}))
+    lock_run_folder(run_dir)  # no other process writes into it meanwhile
     try:
         with logged_to(run_dir / "train.log"), process_settings_kept():
             objective = experiment.run(cfg)
@@ -111,6 +114,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
         if not runs.holds_run(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        runs.defer_run_config(None)
+        unlock_run_folder(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():  # a finder: it suggests, it writes no metrics.json
         return RunResult(objective=objective, objective_name=str(cfg.mode), run_dir=run_dir)
@@ -138,22 +144,19 @@ def choose_folder(cfg: DictConfig, output_dir: str | Path | None) -> Path:
                 f"output_dir={output_dir} and resume={resume} name different folders; drop "
                 "output_dir: a resumed run continues in its own folder"
             )
-        (folder / ".hydra").mkdir(exist_ok=True)
         return folder
     if output_dir is not None:
         folder = Path(output_dir).absolute()
         if resume is None:
             runs.check_new_run_folder(folder)
-        (folder / ".hydra").mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
     if resume == "auto":
         raise ConfigError(
             "resume=auto from Python needs output_dir=<the run folder to continue or start>; "
             "or pass resume=<run folder>"
         )
-    folder = runs.claim(planned_folder(cfg))
-    (folder / ".hydra").mkdir()
-    return folder
+    return runs.claim(planned_folder(cfg))
 
 
 def planned_folder(cfg: DictConfig) -> Path:

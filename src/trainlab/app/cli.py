@@ -83,11 +83,13 @@ def main(hydra_main: Callable[[], Any]) -> None:
     from trainlab.app.config import register_resolvers
 
     register_resolvers()
+    from trainlab.engine import preemption
+
     try:
-        hydra_main()
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        with preemption.stops_raise():  # a stop anywhere ends with a line, never silently
+            hydra_main()
+    except (KeyboardInterrupt, preemption.Stopped) as ex:
+        exit_stopped(ex, None)
     except Exception as ex:
         if _verbose():
             raise
@@ -147,8 +149,17 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapper(cfg: Any) -> Any:
         try:
             return task(cfg)
-        except Exception as ex:
+        except BaseException as ex:
+            if isinstance(ex, SystemExit):
+                raise
             _remove_if_empty(cfg)
+            if not isinstance(ex, (Exception, KeyboardInterrupt)):
+                ex.run_folder = _output_dir(cfg)  # a stop signal (`Stopped`): `main` says so
+                raise
+            if isinstance(ex, KeyboardInterrupt):
+                if _in_multirun():
+                    raise
+                exit_stopped(ex, cfg)
             if _verbose() and not isinstance(ex, Preempted):  # a stop keeps its status
                 raise
             if _in_multirun():
@@ -161,6 +172,33 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return wrapper
 
 
+def exit_stopped(ex: BaseException, cfg: Any) -> NoReturn:
+    """End a command stopped by a signal outside the training loop: one line saying where
+    it stopped and how to continue; status 130 for SIGINT, 143 for SIGTERM / SIGUSR1."""
+    from trainlab.app.runs import LAST
+    from trainlab.engine import preemption
+
+    interrupted = isinstance(ex, KeyboardInterrupt)
+    name = "SIGINT" if interrupted else ex.signal_name
+    folder = _output_dir(cfg) if cfg is not None else getattr(ex, "run_folder", None)
+    where = f"{name} while {preemption.phase}"
+    if folder is not None and (folder / "metrics.json").is_file():
+        how = f"the run had finished: its results are in {folder / 'metrics.json'}"
+    elif folder is not None and (folder / LAST).is_file():
+        how = f"{folder} keeps {LAST}: to finish the run, run the same command with resume=auto"
+    else:
+        how = "nothing was saved to resume from: run the command again"
+    print(f"{'interrupted' if interrupted else 'stopped'}: {where}; {how}", file=sys.stderr)
+    sys.exit(130 if interrupted else 143)
+
+
+def _output_dir(cfg: Any) -> Path | None:
+    try:
+        return Path(cfg.paths.output_dir)
+    except Exception:  # no Hydra runtime to resolve it from
+        return None
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -171,9 +209,7 @@ def _in_multirun() -> bool:
 def _remove_if_empty(cfg: Any) -> None:
     from trainlab.app.runs import holds_run
 
-    try:
-        run_dir = Path(cfg.paths.output_dir)
-    except Exception:
+    if (run_dir := _output_dir(cfg)) is None:
         return
     # A folder holding only what Hydra wrote before the job started is removed, so a bad
     # command leaves no empty runs behind; so are the runs/ and outputs/ folders made for

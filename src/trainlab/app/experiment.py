@@ -71,7 +71,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.components.metrics import TaskMetrics, resolve_objective
     from trainlab.components.models import build_model
     from trainlab.components.models.build import has_batch_norm
-    from trainlab.components.optim import build_optimizer, build_schedule
+    from trainlab.components.optim import build_optimizer, build_schedule, replan_schedule
     from trainlab.engine.checkpoint import load_checkpoint
     from trainlab.engine.runtime import (
         check_precision,
@@ -178,6 +178,26 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
             log.warning(
                 f"resuming with settings changed since the checkpoint: {'; '.join(changed)}"
             )
+        if why := schedule_changed(resumed, trainer, schedule):
+            position = resumed["position"]
+            interval = schedule.interval if schedule is not None else "epoch"
+            done = position["global_step"] if interval == "step" else position["epoch"]
+            left = trainer_cfg.max_epochs * (steps if interval == "step" else 1) - done
+            if left > 0:
+                trainer.schedule = replan_schedule(
+                    cfg.sched,
+                    cfg.optim,
+                    optimizer,
+                    model,
+                    steps_per_epoch=steps,
+                    max_epochs=trainer_cfg.max_epochs,
+                    done=done,
+                )
+                log.warning(
+                    f"{why}: re-planned the schedule for trainer.max_epochs="
+                    f"{trainer_cfg.max_epochs} ({steps} steps an epoch), going on from "
+                    f"{interval} {done}"
+                )
     checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
     return Experiment(
         cfg=cfg,
@@ -197,18 +217,32 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    from trainlab.engine import preemption
+
+    preemption.phase = "checking the config"
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
         from trainlab.app.finders import find
 
+        runs.record_run_config(cfg)
         return find(cfg)
     if cfg.cv.folds:
         from trainlab.app.cross_validation import cross_validate
 
+        validate(cfg)
+        runs.record_run_config(cfg)
         return cross_validate(cfg)
     started = time.perf_counter()
+    saved_config = OmegaConf.create(OmegaConf.to_container(cfg))  # as composed, for .hydra/
+    preemption.phase = "building the experiment"
     exp = build(cfg)
+    runs.record_run_config(saved_config)  # checked and built: now the folder may change
+    if exp.resumed_from is not None:  # what a writer killed with the last run left
+        from trainlab.engine.checkpoint import remove_dead_writers_files
+
+        for folder in (exp.output_dir, exp.output_dir / "checkpoints"):
+            remove_dead_writers_files(folder)
     logger = exp.trainer.logger
     try:
         final, state, best = train_and_test(exp)
@@ -231,7 +265,9 @@ def run(cfg: DictConfig) -> float:
         "device": str(exp.device),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
+    preemption.phase = "writing metrics.json"
     write_json_atomic(summary, exp.output_dir / "metrics.json")
+    preemption.phase = "finished"
     log.info("test: " + "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
     log.info(f"objective {cfg.objective} = {objective:.4f}; results in {exp.output_dir}")
     return objective
@@ -257,10 +293,15 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
             f"resuming from {exp.resumed_from}: epoch {trainer.start_epoch + 1}, "
             f"batch {position.batch_in_epoch}, step {position.global_step}"
         )
+    preemption.phase = "training"
     with preemption.handled():  # SIGTERM / SIGUSR1: checkpoint at the next step, stop
         state = trainer.fit(exp.train, exp.val)
+        late = preemption.requested() if state.stopped_by is None else None
     if state.stopped_by is not None:
         raise Preempted(stopped_message(exp, state))
+    preemption.phase = "testing"
+    if late is not None:  # after the loop's last look: the checkpoints are written
+        raise preemption.Stopped(late)
     best = exp.checkpoint.best_path if exp.checkpoint is not None else None
     if best is not None:
         from trainlab.engine.checkpoint import load_checkpoint
@@ -271,6 +312,22 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
     if trainer.logger is not None:
         trainer.logger.log_scalars(split(final, "test"), step=state.global_step)
     return final, state, best
+
+
+def schedule_changed(resumed: dict[str, Any], trainer: Any, schedule: Any) -> str | None:
+    """Why the checkpoint's schedule state does not fit this run (None: it does): the
+    `sched` settings changed, or the run length a schedule was planned for did."""
+    saved = resumed["config"]
+    if saved.get("sched") != trainer.config.get("sched"):
+        return "sched differs from the checkpoint's"
+    if schedule is None or schedule.planned_epochs is None:
+        return None
+    before, now = saved.get("trainer", {}), trainer.config["trainer"]
+    # What the number of optimizer steps, so the schedule's length, depends on.
+    for key in ("max_epochs", "limit_train_batches", "accumulate_grad_batches"):
+        if before.get(key) != now.get(key):
+            return f"trainer.{key} changed ({before.get(key)} in the checkpoint)"
+    return None
 
 
 def stopped_message(exp: Experiment, state: Any) -> str:
@@ -371,13 +428,12 @@ def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
 
 def write_json_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write JSON through a temporary file renamed into place: never a half-written file."""
-    from trainlab.engine.checkpoint import atomic_write
+    from trainlab.engine.checkpoint import atomic_write_bytes
     from trainlab.engine.distributed import is_main_process
 
     if not is_main_process():  # the main process writes for all
         return
-    text = json.dumps(payload, indent=2).encode()
-    atomic_write(path, lambda handle: handle.write(text))
+    atomic_write_bytes(path, json.dumps(payload, indent=2).encode())
 
 
 __all__ = ["TrainlabError", "run"]

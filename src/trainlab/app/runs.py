@@ -12,15 +12,21 @@ continues a run in its own folder:
 - `resume=FOLDER`: that run, from its `checkpoints/last.pt`;
   `resume=FOLDER/checkpoints/NAME.pt`: that run, from that checkpoint.
 
-`RunFolder` (a Hydra callback) decides before Hydra writes anything, so a refused command
-leaves every folder as it was. Only the main process claims a folder and writes Hydra's
-bookkeeping into it; other ranks write nothing there. Imports no torch unless a checkpoint
-has to be read.
+`RunFolder` (a Hydra callback) decides before Hydra writes anything, and holds an
+exclusive lock on the folder for the whole run (the OS drops it when the process ends,
+however it ends), so a second process never writes into a run in progress. Hydra's
+`.hydra/` bookkeeping is written by the job once the config has been checked
+(`record_run_config`), so a refused command leaves every folder byte for byte as it was.
+Only the main process claims a folder and writes into it; other ranks write nothing there.
+Imports no torch unless a checkpoint has to be read.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from trainlab.app.config import check_resume
+from trainlab.app.run_files import (
+    check_folder_path,
+    check_readable,
+    check_writable,
+    lock_run_folder,
+    unlock_run_folder,
+    unreadable_yaml,
+)
 from trainlab.engine.distributed import is_main_process
 from trainlab.errors import ConfigError, TrainlabError, exit_with
 
@@ -63,8 +77,10 @@ def locate(resume: str) -> tuple[Path, Path]:
     if not path.exists():
         raise TrainlabError(f"resume={resume}: no such run folder or checkpoint file; {hint}")
     if path.is_dir():
+        if path.name == LAST.parent.name and (path / LAST.name).is_file():
+            path = path.parent  # a run's checkpoints/ folder: that run
         folder, checkpoint = path, path / LAST
-        if not checkpoint.is_file():
+        if not checkpoint.is_file() and not (folder / "metrics.json").exists():
             raise TrainlabError(f"resume={resume}: no {LAST} in that folder, nothing to resume")
     else:
         # The folder Hydra made for the run, else the one holding `checkpoints/`.
@@ -76,8 +92,8 @@ def locate(resume: str) -> tuple[Path, Path]:
         checkpoint = path
     if (folder / "metrics.json").exists():
         raise TrainlabError(
-            f"resume={resume}: that run already finished (it has metrics.json); "
-            "start a new run instead (drop resume=)"
+            f"resume={resume}: that run already finished; its results are in "
+            f"{folder / 'metrics.json'}. Start a new run instead (drop resume=)"
         )
     return folder, checkpoint
 
@@ -155,13 +171,32 @@ def current_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def find_unfinished(candidates: list[Path], overrides: list[str]) -> Path | None:
     """The most recently saved unfinished run among `candidates` begun with `overrides`."""
+    found = unfinished_runs(candidates, overrides)
+    return found[0] if found else None
+
+
+def unfinished_runs(candidates: list[Path], overrides: list[str]) -> list[Path]:
+    """The unfinished runs among `candidates` begun with `overrides`, newest save first.
+
+    A folder whose saved config files cannot be read is no candidate (skipped quietly).
+    """
     wanted = _without_resume(overrides)
-    found = [
-        folder
-        for folder in candidates
-        if is_unfinished(folder) and _without_resume(_read_overrides(folder)) == wanted
-    ]
-    return max(found, key=lambda folder: (folder / LAST).stat().st_mtime, default=None)
+    found = []
+    for folder in candidates:
+        try:
+            if not is_unfinished(folder) or _unreadable(folder):
+                continue
+            if _without_resume(_read_overrides(folder)) == wanted:
+                found.append(((folder / LAST).stat().st_mtime, folder))
+        except OSError:  # vanished or unreadable meanwhile
+            continue
+    return [folder for _, folder in sorted(found, key=lambda pair: -pair[0])]
+
+
+def _unreadable(folder: Path) -> bool:
+    names = ("overrides.yaml", "config.yaml")
+    paths = [folder / ".hydra" / name for name in names]
+    return any(path.is_file() and unreadable_yaml(path) for path in paths)
 
 
 def _read_overrides(folder: Path) -> list[str]:
@@ -174,52 +209,109 @@ def _key(override: str) -> str:
 
 
 def _without_resume(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if _key(o) != "resume")
+    # Where outputs go is not what a run is: the candidates already share that place.
+    return sorted(o for o in overrides if _key(o) != "resume" and not _key(o).startswith("paths."))
 
 
 def claim(planned: Path) -> Path:
     """Create a new run's folder: `planned`, or `planned_2`, `_3`, ... if another run has it.
 
     Creating the folder is the claim (an atomic step), so two runs started in the same
-    second cannot both take it.
+    second cannot both take it. A run that fails at once removes its empty folder and the
+    empty `runs/` above it, maybe just as another run claims beside it: then the parent
+    is made again.
     """
-    planned.parent.mkdir(parents=True, exist_ok=True)
     for number in itertools.count(1):
         folder = planned if number == 1 else planned.with_name(f"{planned.name}_{number}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
+        for _ in range(100):
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                break
+            except FileNotFoundError:
+                planned.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise TrainlabError(f"cannot create {folder}: its parent folder keeps disappearing")
     raise AssertionError("unreachable")
 
 
 def choose_run_folder(config: DictConfig) -> Path:
-    """The folder this run writes to (see the module docstring); raises if it must not run."""
+    """The folder this run writes to (see the module docstring), locked for this process
+    when it is the main one; raises if the run must not start."""
     check_resume(config)
     planned = Path(str(config.hydra.run.dir)).absolute()
     explicit = any(_key(o) == "hydra.run.dir" for o in config.hydra.overrides.hydra)
+    check_folder_path(planned, "hydra.run.dir" if explicit else "paths.root_dir")
     resume = config.get("resume")
-    folder = checkpoint = None
     if resume == "auto":
         candidates = [planned] if explicit else _subfolders(planned.parent)
-        folder = find_unfinished(candidates, list(config.hydra.overrides.task))
-        checkpoint = folder / LAST if folder is not None else None
+        found = unfinished_runs(candidates, list(config.hydra.overrides.task))
+        if found and (folder := _resume_any(found, config)) is not None:
+            return folder
     elif resume is not None:
         folder, checkpoint = locate(str(resume))
-    if folder is None:  # a new run
-        if explicit or not is_main_process():  # only the main process claims a folder
-            check_new_run_folder(planned)
-            return planned
-        return claim(planned)
-    if explicit and folder != planned:
-        raise ConfigError(
-            f"hydra.run.dir={planned} and resume={resume} name different folders; drop "
-            "hydra.run.dir: a resumed run continues in its own folder"
-        )
-    from trainlab.engine.checkpoint import load_checkpoint
+        if explicit and folder != planned:
+            raise ConfigError(
+                f"hydra.run.dir={planned} and resume={resume} name different folders; drop "
+                "hydra.run.dir: a resumed run continues in its own folder"
+            )
+        check_readable(folder, str(resume))
+        return _resume(folder, checkpoint, config, str(resume))
+    # A new run.
+    if not is_main_process():  # only the main process claims and locks a folder
+        check_new_run_folder(planned)
+        return planned
+    if explicit:
+        check_new_run_folder(planned)
+        planned.mkdir(parents=True, exist_ok=True)
+        lock_run_folder(planned)
+        check_new_run_folder(planned)  # another process may have written meanwhile
+        return planned
+    folder = claim(planned)
+    lock_run_folder(folder)
+    return folder
 
-    check_compatible(load_checkpoint(checkpoint), current_settings(config), checkpoint)
+
+def _resume_any(found: list[Path], config: DictConfig) -> Path | None:
+    """The newest of the unfinished runs `found` whose checkpoint reads, locked; None if
+    none reads. A truncated or corrupt one is skipped, with one short note."""
+    from trainlab.engine.checkpoint import UnreadableCheckpoint
+
+    skipped, chosen = [], None
+    for folder in found:
+        try:
+            chosen = _resume(folder, folder / LAST, config, "auto")
+            break
+        except UnreadableCheckpoint:
+            skipped.append(folder)
+    if skipped:
+        others = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        print(f"note: resume=auto skipped {skipped[0]}{others}: unreadable {LAST}", file=sys.stderr)
+    return chosen
+
+
+def _resume(folder: Path, checkpoint: Path, config: DictConfig, resume: str) -> Path:
+    """Lock `folder` for this run, after checking it may be resumed from `checkpoint`."""
+    from trainlab.engine.checkpoint import UnreadableCheckpoint, load_checkpoint
+
+    if is_main_process():
+        lock_run_folder(folder)
+    try:
+        try:
+            payload = load_checkpoint(checkpoint)
+        except UnreadableCheckpoint as ex:
+            raise UnreadableCheckpoint(
+                f"resume={resume}: cannot resume from {checkpoint} ({ex.reason}); resume "
+                "from another checkpoints/*.pt of that run, or start a new run (drop resume=)",
+                ex.reason,
+            ) from None
+        check_compatible(payload, current_settings(config), checkpoint)
+        if is_main_process():
+            check_writable(folder)
+    except BaseException:
+        unlock_run_folder(folder)
+        raise
     return folder
 
 
@@ -227,8 +319,52 @@ def _subfolders(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
+# How this run's config is to be saved (`.hydra/`), once it has been checked; None:
+# nothing to write (another rank, or already written).
+_pending_record: Callable[[DictConfig], None] | None = None
+
+
+def defer_run_config(write: Callable[[DictConfig], None] | None) -> None:
+    """Have `record_run_config(cfg)` call `write(cfg)`: saving the config waits until the
+    job has checked it, so that a refused command leaves the folder as it was."""
+    global _pending_record
+    _pending_record = write
+
+
+def record_run_config(cfg: DictConfig) -> None:
+    """Save the run's config as deferred (see `defer_run_config`); a no-op otherwise."""
+    global _pending_record
+    write, _pending_record = _pending_record, None
+    if write is not None:
+        write(cfg)
+
+
+def _write_hydra_files(subdir: str, cfg: DictConfig) -> None:
+    """`.hydra/` (config.yaml, hydra.yaml, overrides.yaml), as Hydra writes it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg):
+        hydra_cfg.output_subdir = subdir  # as Hydra would have saved it
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+    write_files(Path(hydra_cfg.runtime.output_dir) / subdir, files)
+
+
+def write_files(folder: Path, files: dict[str, str]) -> None:
+    from trainlab.engine.checkpoint import atomic_write_bytes
+
+    for name, text in files.items():
+        atomic_write_bytes(folder / name, text.encode())
+
+
 class RunFolder(Callback):
-    """Hydra callback: point `hydra.run.dir` at the folder this run writes to."""
+    """Hydra callback: point `hydra.run.dir` at the folder this run writes to, locked."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -242,6 +378,10 @@ class RunFolder(Callback):
             config.hydra.run.dir = str(folder)
             if not is_main_process():
                 write_nothing(config.hydra)
+            elif config.hydra.output_subdir is not None:
+                subdir = str(config.hydra.output_subdir)
+                defer_run_config(functools.partial(_write_hydra_files, subdir))
+                config.hydra.output_subdir = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("resume") is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 from hydra.utils import instantiate
@@ -64,7 +65,41 @@ def build_schedule(
     known = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
     accepted = inspect.signature(factory.func).parameters
     extra = {name: value for name, value in known.items() if name in accepted}
-    return Schedule(factory(optimizer, **extra), interval=interval, monitor=monitor)
+    planned = max_epochs if "total_steps" in extra else None
+    return Schedule(
+        factory(optimizer, **extra), interval=interval, monitor=monitor, planned_epochs=planned
+    )
+
+
+def replan_schedule(
+    cfg: DictConfig | None,
+    optim_cfg: DictConfig,
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module,
+    *,
+    steps_per_epoch: int,
+    max_epochs: int,
+    done: int,
+) -> Schedule | None:
+    """The schedule `cfg` planned anew for `max_epochs`, moved on by `done` steps (epochs,
+    for a schedule stepped each epoch): for a resumed run whose schedule or length changed.
+
+    The optimizer's learning rate (and momentum) go back to what `optim_cfg` sets before
+    the new schedule takes them over, as in a new run; its other state (moments) is kept.
+    """
+    fresh = build_optimizer(optim_cfg, model)
+    for group, new in zip(optimizer.param_groups, fresh.param_groups, strict=True):
+        group.pop("initial_lr", None)
+        group.update({key: value for key, value in new.items() if key != "params"})
+    schedule = build_schedule(
+        cfg, optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs
+    )
+    if schedule is not None and isinstance(schedule.scheduler, LRScheduler):
+        with warnings.catch_warnings():  # "step() before optimizer.step()": on purpose here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(done):
+                schedule.scheduler.step()
+    return schedule
 
 
 def cosine_with_warmup(
@@ -81,4 +116,3 @@ def cosine_with_warmup(
         return cosine
     warmup = LinearLR(optimizer, start_factor=1.0 / (warmup_steps + 1), total_iters=warmup_steps)
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -25,14 +26,17 @@ VERSION = 2  # 2: loop state (partial epoch loss, stop flag, skipped steps) for 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file so that a reader sees the old file or the new one, never half of one.
 
-    `write` fills a temporary file in the same folder; it is flushed to disk and renamed
-    over `path` (an atomic replace on POSIX and Windows). A process killed mid-write leaves
-    only a `.<name>.*.tmp` file, which readers ignore and the next write of `path` removes.
+    `write` fills a temporary file of this writer's own in the same folder; it is flushed
+    to disk and renamed over `path` (an atomic replace on POSIX and Windows). A process
+    killed mid-write leaves only a `.<name>.<pid>.*.tmp` file, which readers ignore and the
+    next write of `path` removes once its writer is gone; a live writer's file is left be.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
+        if os.name == "posix":  # mkstemp's 0600: give the file what open() would
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -42,9 +46,58 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)  # the rename itself survives a power cut
-    for stray in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
-        stray.unlink(missing_ok=True)
+    remove_strays(path)
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (see `atomic_write`): for any file of a run folder."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _temp_prefix(path: Path) -> str:
+    # The writer's pid in the name tells a file in progress from one a killed writer left.
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_strays(path: Path) -> None:
+    """Remove the temporary files of `path` left by writers that are no longer running."""
+    for stray in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stray.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            stray.unlink(missing_ok=True)
+
+
+def remove_dead_writers_files(folder: Path) -> None:
+    """Remove every temporary file in `folder` left by a writer that is no longer running
+    (one killed while writing a file that is not written again, e.g. best.pt)."""
+    for stray in folder.glob(".*.tmp"):
+        pid = stray.name[1:-4].rsplit(".", 2)
+        if len(pid) == 3 and pid[1].isdigit() and not _alive(int(pid[1])):
+            stray.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process writes `path` from one thread at a time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _sync_folder(folder: Path) -> None:
@@ -59,8 +112,7 @@ def _sync_folder(folder: Path) -> None:
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write `payload` to `path` atomically (see `atomic_write`)."""
-    data = serialize(payload)
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write_bytes(path, serialize(payload))
 
 
 def serialize(payload: dict[str, Any]) -> bytes:
@@ -75,8 +127,7 @@ def serialize(payload: dict[str, Any]) -> bytes:
 def link_atomic(source: Path, target: Path) -> None:
     """Make `target` the same file as `source` (a hard link: no second write), replacing
     any old `target` atomically; a copy where the file system has no hard links."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = target.with_name(f"{_temp_prefix(target)}{secrets.token_hex(4)}.tmp")
     try:
         os.link(source, tmp)
     except OSError:
@@ -85,8 +136,7 @@ def link_atomic(source: Path, target: Path) -> None:
         return
     os.replace(tmp, target)
     _sync_folder(target.parent)
-    for stray in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer
-        stray.unlink(missing_ok=True)
+    remove_strays(target)
 
 
 class BackgroundWriter:
@@ -130,20 +180,33 @@ class BackgroundWriter:
             raise TrainlabError(f"could not write a checkpoint: {error}") from error
 
 
+class UnreadableCheckpoint(TrainlabError):
+    """A file that is not a readable trainlab checkpoint; `reason` says why, in a few words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a trainlab checkpoint; anything else is refused, never unpickled."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise TrainlabError(f"checkpoint not found: {path}")
+        raise UnreadableCheckpoint(f"checkpoint not found: {path}", "no such file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as ex:
-        raise TrainlabError(
+        reason = f"{type(ex).__name__}: truncated, corrupt or not a checkpoint"
+        raise UnreadableCheckpoint(
             f"{path} is not a readable trainlab checkpoint ({type(ex).__name__}); "
-            "point to a checkpoints/*.pt file written by trainlab"
+            "point to a checkpoints/*.pt file written by trainlab",
+            reason,
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise TrainlabError(f"{path} is not a trainlab checkpoint (no '{FORMAT}' marker)")
+        raise UnreadableCheckpoint(
+            f"{path} is not a trainlab checkpoint (no '{FORMAT}' marker)",
+            f"no '{FORMAT}' marker: not written by trainlab",
+        )
     return payload

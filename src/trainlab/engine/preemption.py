@@ -4,6 +4,10 @@ While `handled()` is active a stop signal does not end the process: the handler 
 records it, and the training loop looks at `requested()` after each optimizer step and at
 each epoch's end, saves a checkpoint there and stops (see `Trainer.fit`). Handlers run
 between Python bytecodes, so the flag is all they may touch: no I/O, no logging.
+
+Outside the loop, trainlab's own commands (never `import trainlab`) use `stops_raise()`:
+there a stop signal raises `Stopped` where the process is, so the command ends with a line
+saying where it stopped (`phase`) and how to continue, instead of dying silently.
 """
 
 from __future__ import annotations
@@ -16,6 +20,39 @@ from contextlib import contextmanager
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # SIGUSR1 does not exist on Windows
 
 _received: int | None = None
+
+# What the run is doing, for the line a stop prints ("testing the best checkpoint").
+phase = "starting up"
+
+
+class Stopped(BaseException):
+    """A stop signal arrived outside the training loop. A BaseException, as
+    KeyboardInterrupt is, so no `except Exception` on the way swallows it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+@contextmanager
+def stops_raise() -> Iterator[None]:
+    """Within the block (a whole command), a stop signal raises `Stopped`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in STOP_SIGNALS:
+        if (number := getattr(signal, name, None)) is not None:
+            previous[number] = signal.signal(number, _raise)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _record(signum: int, frame: object) -> None:
@@ -30,7 +67,8 @@ def requested() -> str | None:
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """Within the block, a stop signal is recorded instead of ending the process."""
+    """Within the block, a stop signal is recorded instead of ending the process (one the
+    loop did not act on is still `requested()` at the block's end: the caller's to raise)."""
     global _received
     _received = None
     # Python lets only the main thread install handlers; elsewhere signals keep their

@@ -15,6 +15,9 @@ class Schedule:
     scheduler: LRScheduler | ReduceLROnPlateau
     interval: str = "epoch"
     monitor: str | None = None
+    # The `max_epochs` its length was planned for; None when its length does not depend
+    # on it. A run resumed with another `max_epochs` plans such a schedule anew.
+    planned_epochs: int | None = None
 
     def step(self, metrics: dict[str, float]) -> None:
         if isinstance(self.scheduler, ReduceLROnPlateau):
