@@ -92,7 +92,7 @@ class Predictor:
         path = checkpoint_file(run_dir, checkpoint)
         payload = read_checkpoint(path)
         if checkpoint not in (None, *CHECKPOINTS) and (own := own_config(run_dir, path)):
-            check_same_model(payload["config"], own, path, run_dir)
+            check_same_model(payload["config"], own, path)
         note_unfinished(run_dir, path, payload)
         model = build_model_from(payload, info, path)
         inputs = input_for_run(run_dir, info, payload["config"])

@@ -132,7 +132,7 @@ def own_config(run_dir: Path, chosen: Path) -> dict[str, Any] | None:
         return None
 
 
-def check_same_model(checkpoint: dict[str, Any], run: dict[str, Any], path: Path, run_dir: Path):
+def check_same_model(checkpoint: dict[str, Any], run: dict[str, Any], path: Path) -> None:
     """Refuse a checkpoint trained with another model, data or seed than the run's own:
     the run's tokenizer or scaling would not be the one its weights learned from."""
     differences = []
@@ -142,21 +142,21 @@ def check_same_model(checkpoint: dict[str, Any], run: dict[str, Any], path: Path
             if section == "data" and key in BATCHING:
                 continue
             if ours.get(key) != theirs.get(key):
-                differences.append(
-                    f"{section}.{key}={_short(theirs.get(key))} there, {_short(ours.get(key))} here"
-                )
+                there, here = _short(key, theirs.get(key)), _short(key, ours.get(key))
+                differences.append(f"{section}.{key}={there} there, {here} here")
     if run.get("seed") is not None and checkpoint.get("seed") != run.get("seed"):
         differences.append(f"seed={checkpoint.get('seed')} there, {run.get('seed')} here")
     if differences:
-        more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
+        more = f"; and {len(differences) - 2} more" if len(differences) > 2 else ""
         raise TrainlabError(
-            f"checkpoint={path} belongs to another run than run={run_dir}: "
-            f"{'; '.join(differences[:2])}{more}; pass that checkpoint's own run folder as "
-            "run=, or one of this run's checkpoints (best, last)"
+            f"checkpoint={path} is another run's ({'; '.join(differences[:2])}{more}): "
+            "predict with it from its own run folder, or with this run's checkpoint=best or last"
         )
 
 
-def _short(value: Any) -> str:
+def _short(key: str, value: Any) -> str:
+    if key == "_target_" and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]  # the class or function name says enough
     text = json.dumps(value) if not isinstance(value, str) else value
     return text if len(text) <= 40 else text[:37] + "..."
 
