@@ -7,12 +7,14 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import compose_config, read_metrics, script_cli
+from conftest import cli_env, compose_config, read_metrics, script_cli
 from sklearn import datasets
 
 from trainlab.app.experiment import run
@@ -150,7 +152,7 @@ def test_table_run_fills_gaps_and_ignores_extra_columns(runs, tmp_path, caplog) 
     ]
     assert written.iloc[:, 2:].notna().all().all() and len(written) == 6
     unused = f"note: column(s) note of input={tmp_path / 'rows.csv'} are not model inputs; ignored"
-    assert unused in caplog.text.splitlines()  # the target column is not mentioned
+    assert unused in caplog.messages  # the target column is not mentioned
 
 
 def test_prediction_leaves_the_run_folder_byte_identical(runs, tmp_path) -> None:
@@ -336,3 +338,18 @@ def test_predict_py_bad_input_exits_2_with_one_line(runs, tmp_path) -> None:
         "(N, 1, 8, 8) or (N, 8, 8) or (N, 64)"
     ]
     assert "Traceback" not in result.stdout and not (tmp_path / "predictions.csv").exists()
+
+
+def test_python_entry_point_reads_a_run_without_the_training_loop(runs) -> None:
+    """`trainlab.Predictor` (README, docs) imports none of the loop or its callbacks."""
+    code = (
+        "import sys, numpy, trainlab\n"
+        f"predictor = trainlab.Predictor.load({str(runs['digits'])!r})\n"
+        "print(len(predictor.predict(numpy.zeros((2, 8, 8)))))\n"
+        "print([m for m in sys.modules if m.startswith(('trainlab.components.callbacks', "
+        "'trainlab.engine.trainer'))])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.split() == ["2", "[]"], result.stderr
