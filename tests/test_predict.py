@@ -43,6 +43,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "text": train(folder / "text", "experiment=text_rnn", "data.n_samples=600"),
         "digits": train(folder / "digits", "model=cnn"),  # pixels scaled (data.scaling=standard)
         "diabetes": train(folder / "diabetes", "experiment=diabetes_mlp"),
+        "cv": train(folder / "cv", "cv.folds=2"),  # one run folder per fold: fold_0, fold_1
         "table": train(
             folder / "table", "data=csv", f"data.path={folder / 'wine.csv'}", "data.target=target"
         ),
@@ -120,6 +121,23 @@ def test_digits_run_takes_images_arrays_and_pixel_columns(runs, tmp_path) -> Non
         assert np.allclose(written.iloc[:, 2:], predicted.iloc[:, 1:], atol=1e-6)
 
 
+def test_each_fold_of_a_cross_validation_predicts_with_its_own_scaling(runs) -> None:
+    digits = datasets.load_digits()
+    folds = read_metrics(runs["cv"])["cv"]["folds"]
+    for k in (0, 1):
+        test = split_rows(
+            digits.target,
+            val_fraction=0.15,
+            test_fraction=0.15,
+            seed=SEED,
+            stratify=True,
+            fold=(k, 2),
+        )[2]
+        predicted = Predictor.load(runs["cv"] / f"fold_{k}").predict(digits.images[test])
+        accuracy = (predicted["prediction"].astype(int) == digits.target[test]).mean()
+        assert accuracy == pytest.approx(folds[k]["test/acc"], abs=1e-6)
+
+
 def test_regression_run_predicts_in_the_targets_units(runs, tmp_path) -> None:
     data = datasets.load_diabetes(as_frame=True)
     test = held_out_rows(data.target.to_numpy(), False)
@@ -188,6 +206,9 @@ def bad_inputs(folder: Path, runs: dict[str, Path]) -> None:
     pixels.iloc[:, :5].to_csv(folder / "few.csv", index=False)
     (folder / "empty.csv").write_text("")
     (folder / "blank.txt").write_text("\n  \n\n")
+    (folder / "latin.txt").write_bytes("très bien\n".encode("latin-1"))
+    np.save(folder / "none.npy", np.zeros((0, 8, 8)))
+    (folder / "header.csv").write_text("text,label\n")
     (folder / "review.csv").write_text("review,stars\ngreat battery,5\n")
     (folder / "notes.xlsx").write_text("not a table")
     (folder / "garbage.pt").write_bytes(b"not a checkpoint")
@@ -224,6 +245,7 @@ BAD = [
     (["run=afile", "input=ok.npy"], "run=afile is a file, not a run folder"),
     (["run=notrun", "input=ok.npy"], "run=notrun is not a trainlab run folder (no data_info.json)"),
     (["run=RUNS", "input=ok.npy"], "(no data_info.json); it holds run folders (diabetes, digits,"),
+    (["run=RUNS/cv", "input=ok.npy"], "it holds run folders (fold_0, fold_1): pick one"),
     (["run=badinfo", "input=ok.npy"], "run=badinfo: data_info.json cannot be read"),
     (["run=nocheckpoints", "input=ok.npy"], "has no checkpoints/best.pt or last.pt"),
     (
@@ -269,6 +291,9 @@ BAD = [
     ),
     (["run=DIGITS", "input=few.csv"], "lacks the column(s) pixel_0_5, pixel_0_6, pixel_0_7,"),
     (["run=TEXT", "input=blank.txt"], "input=blank.txt holds no text: all 3 rows are empty"),
+    (["run=TEXT", "input=latin.txt"], "input=latin.txt: cannot read it as UTF-8 text"),
+    (["run=DIGITS", "input=none.npy"], "input=none.npy holds no samples"),
+    (["run=TEXT", "input=header.csv"], "input=header.csv has no rows; it needs a .txt file"),
     (["run=TEXT", "input=review.csv"], "has no column 'text' (columns: review, stars); name the"),
     (["run=TEXT", "input=empty.csv"], "input=empty.csv: the file is empty; it needs a .txt file"),
 ]

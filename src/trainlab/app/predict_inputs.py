@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -270,14 +271,19 @@ def feature_names(loader: str | None, count: int) -> list[str]:
     return [f"x{i}" for i in range(count)]
 
 
-def fitted_scaler(loader: str, data_config: dict[str, Any], seed: int) -> Any:
-    """The scaler training fitted: the same loader, settings and seed split the same rows."""
-    if data_config.get("scaling", "standard") == "none":
+def fitted_scaler(loader: str, config: dict[str, Any], run_dir: Path) -> Any:
+    """The scaler training fitted: the same loader, settings, seed (and cross-validation
+    fold, for a `fold_<k>` folder) split the same rows."""
+    data = config.get("data") or {}
+    if data.get("scaling", "standard") == "none":
         return None
     from trainlab.components.data import datasets
 
-    options = {k: v for k, v in data_config.items() if not k.startswith("_")}
-    return getattr(datasets, loader)(seed=seed, **options).preprocessor
+    options = {k: v for k, v in data.items() if not k.startswith("_")}
+    folds = (config.get("cv") or {}).get("folds")
+    if folds and (match := re.fullmatch(r"fold_(\d+)", run_dir.name)):
+        options["fold"] = (int(match.group(1)), int(folds))
+    return getattr(datasets, loader)(seed=int(config["seed"]), **options).preprocessor
 
 
 def input_for_run(run_dir: Path, info: DataInfo, config: dict[str, Any]) -> Any:
@@ -296,4 +302,4 @@ def input_for_run(run_dir: Path, info: DataInfo, config: dict[str, Any]) -> Any:
             "model as they are (no scaling)"
         )
         return ArrayInput(info, None, names)
-    return ArrayInput(info, fitted_scaler(loader, data, int(config["seed"])), names)
+    return ArrayInput(info, fitted_scaler(loader, config, run_dir), names)
