@@ -241,6 +241,7 @@ BAD = [
     (["run=DIGITS", "input=few.csv", "output=few.csv"], "output=few.csv is the input file"),
     (["run=DIGITS", "input=ok.npy", "output=adir.csv"], "output=adir.csv is a folder"),
     (["run=DIGITS", "input=ok.npy", "output=afile/p.csv"], "cannot write into afile"),
+    (["run=DIGITS", "input=ok.npy", "output=/sys/p.csv"], "output=/sys/p.csv: cannot write"),
     (["run=nowhere", "input=ok.npy"], "run=nowhere: no such run folder"),
     (["run=afile", "input=ok.npy"], "run=afile is a file, not a run folder"),
     (["run=notrun", "input=ok.npy"], "run=notrun is not a trainlab run folder (no data_info.json)"),
