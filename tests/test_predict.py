@@ -121,7 +121,7 @@ def test_digits_run_takes_images_arrays_and_pixel_columns(runs, tmp_path) -> Non
         assert np.allclose(written.iloc[:, 2:], predicted.iloc[:, 1:], atol=1e-6)
 
 
-def test_each_fold_of_a_cross_validation_predicts_with_its_own_scaling(runs) -> None:
+def test_each_fold_of_a_cross_validation_predicts_with_its_own_scaling(runs, caplog) -> None:
     digits = datasets.load_digits()
     folds = read_metrics(runs["cv"])["cv"]["folds"]
     for k in (0, 1):
@@ -133,7 +133,9 @@ def test_each_fold_of_a_cross_validation_predicts_with_its_own_scaling(runs) -> 
             stratify=True,
             fold=(k, 2),
         )[2]
-        predicted = Predictor.load(runs["cv"] / f"fold_{k}").predict(digits.images[test])
+        with caplog.at_level(logging.INFO, logger="trainlab"):
+            predicted = Predictor.load(runs["cv"] / f"fold_{k}").predict(digits.images[test])
+        assert "has not finished" not in caplog.text  # the folds' metrics are the parent's
         accuracy = (predicted["prediction"].astype(int) == digits.target[test]).mean()
         assert accuracy == pytest.approx(folds[k]["test/acc"], abs=1e-6)
 

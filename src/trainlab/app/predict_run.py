@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def note_unfinished(run_dir: Path, path: Path, payload: dict[str, Any]) -> None:
     """Say so when the run has not finished: its checkpoint may be an early one."""
-    if (run_dir / "metrics.json").is_file():
+    fold = re.fullmatch(r"fold_\d+", run_dir.name)  # a cross-validation's fold: one file for all
+    if (run_dir / "metrics.json").is_file() or (
+        fold and (run_dir.parent / "metrics.json").is_file()
+    ):
         return
     position = payload.get("position") or {}
     log.info(
