@@ -43,6 +43,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "text": train(folder / "text", "experiment=text_rnn", "data.n_samples=600"),
         "digits": train(folder / "digits", "model=cnn"),  # pixels scaled (data.scaling=standard)
         "diabetes": train(folder / "diabetes", "experiment=diabetes_mlp"),
+        "binary": train(folder / "binary", "experiment=breast_cancer_mlp"),  # one logit (bce)
         "cv": train(folder / "cv", "cv.folds=2"),  # one run folder per fold: fold_0, fold_1
         "table": train(
             folder / "table", "data=csv", f"data.path={folder / 'wine.csv'}", "data.target=target"
@@ -147,6 +148,17 @@ def test_regression_run_predicts_in_the_targets_units(runs, tmp_path) -> None:
     assert list(predicted.columns) == ["prediction"]
     error = (predicted["prediction"] - data.target.iloc[test]).abs().mean()
     assert error == pytest.approx(read_metrics(runs["diabetes"])["test"]["test/mae"], rel=1e-4)
+
+
+def test_binary_run_with_one_logit_predicts_both_classes_probabilities(runs) -> None:
+    data = datasets.load_breast_cancer(as_frame=True)  # columns by scikit-learn's names
+    test = held_out_rows(data.target.to_numpy(), True)
+    predicted = Predictor.load(runs["binary"]).predict(data.frame.iloc[test])
+    assert list(predicted.columns) == ["prediction", "probability_malignant", "probability_benign"]
+    truth = data.target_names[data.target.iloc[test]]
+    accuracy = (predicted["prediction"].to_numpy() == truth).mean()
+    assert accuracy == pytest.approx(read_metrics(runs["binary"])["test"]["test/acc"], abs=1e-6)
+    assert np.allclose(predicted.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_table_run_fills_gaps_and_ignores_extra_columns(runs, tmp_path, caplog) -> None:
