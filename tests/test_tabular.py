@@ -85,8 +85,9 @@ def test_mixed_table_trains_and_predict_applies_the_same_preprocessing(
     with torch.no_grad():
         probabilities = model(torch.as_tensor(inputs)).softmax(dim=1).numpy()
 
-    assert list(predicted.columns) == ["prediction", "probability_cat", "probability_dog"]
-    np.testing.assert_allclose(predicted.iloc[:, 1:].to_numpy(), probabilities, atol=1e-6)
+    assert list(predicted.columns) == ["row", "prediction", "probability_cat", "probability_dog"]
+    assert predicted["row"].tolist() == list(range(1, len(NEW_ROWS) + 1))
+    np.testing.assert_allclose(predicted.iloc[:, 2:].to_numpy(), probabilities, atol=1e-6)
     assert list(predicted["prediction"]) == [["cat", "dog"][i] for i in probabilities.argmax(1)]
     # Heavy and red is a dog; light-ish and blue a cat (the rule the table was made by).
     assert predicted["prediction"][0] == "dog" and predicted["prediction"][3] == "cat"

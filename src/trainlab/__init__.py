@@ -6,6 +6,7 @@
     )
 
     result = trainlab.run(trainlab.compose(["model=cnn"]))   # a whole experiment
+    trainlab.Predictor.load(result.run_dir).predict(inputs)  # a trained run's predictions
 
 Names are imported when first used (PEP 562): `import trainlab` alone imports no torch.
 """
@@ -18,6 +19,7 @@ from trainlab.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from trainlab.app.api import RunResult, compose, run
+    from trainlab.app.predict import Predictor
     from trainlab.components.callbacks import (
         EarlyStopping,
         LearningRateMonitor,
@@ -62,6 +64,7 @@ _MODULES = {
     "compose": "trainlab.app.api",
     "run": "trainlab.app.api",
     "RunResult": "trainlab.app.api",
+    "Predictor": "trainlab.app.predict",
     # errors
     "TrainlabError": "trainlab.errors",
     "ConfigError": "trainlab.errors",
@@ -79,6 +82,7 @@ __all__ = [
     "LearningRateMonitor",
     "ModelCheckpoint",
     "Monitor",
+    "Predictor",
     "Preempted",
     "ProgressDisplay",
     "RunResult",

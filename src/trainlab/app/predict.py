@@ -1,9 +1,11 @@
-"""Predictions of a trained run for new rows of a table, preprocessed exactly as in training.
+"""Predictions of a trained run for new inputs, encoded exactly as in training.
 
 `trainlab predict run=<run folder> input=<file> [output=predictions.csv] [checkpoint=best]`
 rebuilds the model from the checkpoint's config and the run's `data_info.json`, loads the
-weights, applies the run's fitted `preprocessing.pkl` to the input and writes one row per
-input row: the class label and each class's probability, or the value in the target's units.
+weights and encodes the input as training did: a table through the run's fitted
+preprocessing, text through its tokenizer, images and feature arrays through the scaling
+training fitted. It writes one row per input row: `row` (the input's row, from 1), the
+class and each class's probability, or the value in the target's units.
 """
 
 from __future__ import annotations
@@ -17,24 +19,29 @@ from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
-from trainlab.components.data.files import read_table
-from trainlab.components.data.preprocessing import TablePreprocessor
-from trainlab.components.losses import num_outputs
-from trainlab.components.models import build_model
-from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.app.predict_inputs import input_for_run
+from trainlab.app.predict_run import (
+    CHECKPOINTS,
+    build_model_from,
+    check_same_model,
+    checkpoint_file,
+    load_data_info,
+    note_unfinished,
+    own_config,
+    read_checkpoint,
+)
+from trainlab.components.data.datasets import DataInfo
 from trainlab.errors import TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")
 
 USAGE = (
-    "usage: trainlab predict run=<run folder> input=<csv|parquet|npz file> "
+    "usage: trainlab predict run=<run folder> input=<csv|parquet|npz|npy|txt file> "
     "[output=predictions.csv] [checkpoint=best|last|<file.pt>]"
 )
-DEFAULTS = {"output": "predictions.csv", "checkpoint": "best"}
+DEFAULTS = {"output": "predictions.csv"}
 KEYS = ("run", "input", "output", "checkpoint")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 ROWS_PER_CHUNK = 4096  # rows sent through the model at once
@@ -43,78 +50,80 @@ ROWS_PER_CHUNK = 4096  # rows sent through the model at once
 def parse_args(argv: list[str]) -> dict[str, str]:
     """`key=value` arguments into a dict (with defaults); anything else is an error."""
     options = dict(DEFAULTS)
+    given: set[str] = set()
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep or not value:
-            raise TrainlabError(f"cannot parse '{arg}': write key=value; {USAGE}")
+        if not sep:
+            example = f"run={arg}" if Path(arg).is_dir() else f"input={arg}"
+            raise TrainlabError(f"cannot parse '{arg}': write key=value (e.g. {example}); {USAGE}")
         if key not in KEYS:
             raise TrainlabError(f"unknown option '{key}'{did_you_mean(key, list(KEYS))}; {USAGE}")
+        if not value:
+            raise TrainlabError(f"{key}= is empty; give a value, e.g. {key}=...; {USAGE}")
+        if key in given:
+            raise TrainlabError(f"{key}= is given twice ({options[key]}, {value}); give it once")
         options[key] = value
+        given.add(key)
     if missing := [key for key in ("run", "input") if key not in options]:
         raise TrainlabError(f"{' and '.join(missing)} not given; {USAGE}")
     return options
 
 
-def checkpoint_file(run_dir: Path, checkpoint: str) -> Path:
-    """`best` or `last` in the run's checkpoints/ folder, or a path to a checkpoint file."""
-    if checkpoint not in ("best", "last"):
-        return Path(checkpoint)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file():
-        other = "last" if checkpoint == "best" else "best"
-        hint = (
-            f"use checkpoint={other}"
-            if (run_dir / "checkpoints" / f"{other}.pt").is_file()
-            else "pass checkpoint=<file.pt> (the run was trained without model_checkpoint?)"
-        )
-        raise TrainlabError(f"run={run_dir} has no checkpoints/{checkpoint}.pt; {hint}")
-    return path
-
-
 @dataclass
 class Predictor:
-    """A trained model with its data description and its fitted preprocessing."""
+    """A trained model with its data description and the encoding of its inputs.
+
+    `Predictor.load(run_dir).predict(inputs)` takes what the run trained on: a DataFrame
+    (tables; texts in the text column), a list of texts, or an array of samples.
+    """
 
     model: nn.Module
     info: DataInfo
-    preprocessor: TablePreprocessor
-    data_config: dict[str, Any]  # the run's data settings (e.g. the .npz array names)
+    inputs: Any  # TableInput, TextInput or ArrayInput (app/predict_inputs.py)
+    data_config: dict[str, Any]  # the run's data settings
+    checkpoint: Path
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best") -> Predictor:
+    def load(cls, run_dir: str | Path, checkpoint: str | None = None) -> Predictor:
+        """The run's model from `checkpoint`: `best` (default; `last` for a run that has no
+        best yet), `last`, or a checkpoint file of this run."""
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise TrainlabError(
-                f"run={run_dir}: no such run folder; point run= at outputs/runs/..."
-            )
-        if not (run_dir / DATA_INFO_FILE).is_file():
-            raise TrainlabError(
-                f"run={run_dir} is not a finished trainlab run folder (no {DATA_INFO_FILE}); "
-                "point run= at the folder train.py printed (outputs/runs/<date>_<time>...)"
-            )
-        info = DataInfo.load(run_dir)
-        preprocessor = TablePreprocessor.load(run_dir)
-        payload = load_checkpoint(checkpoint_file(run_dir, checkpoint))
-        config = OmegaConf.create(payload["config"])
-        model = build_model(config.model, info, num_outputs(config.loss, info))
-        model.load_state_dict(payload["model"])
-        return cls(model.eval(), info, preprocessor, payload["config"]["data"])
+        info = load_data_info(run_dir)
+        path = checkpoint_file(run_dir, checkpoint)
+        payload = read_checkpoint(path)
+        if checkpoint not in (None, *CHECKPOINTS) and (own := own_config(run_dir, path)):
+            check_same_model(payload["config"], own, path)
+        note_unfinished(run_dir, path, payload)
+        model = build_model_from(payload, info, path)
+        inputs = input_for_run(run_dir, info, payload["config"])
+        return cls(model, info, inputs, payload["config"].get("data") or {}, path)
+
+    def read(self, path: str | Path) -> Any:
+        """The inputs in the file at `path`, as `predict` takes them."""
+        return self.inputs.read(Path(path), "input")
 
     @torch.inference_mode()
-    def outputs(self, frame: pd.DataFrame, where: str) -> torch.Tensor:
-        """The model's raw outputs for the rows of `frame`."""
-        inputs = torch.as_tensor(self.preprocessor.transform(frame, where))
-        return torch.cat([self.model(chunk) for chunk in inputs.split(ROWS_PER_CHUNK)])
+    def outputs(self, inputs: Any, where: str = "the input") -> torch.Tensor:
+        """The model's raw outputs for `inputs`."""
+        encoded = self.inputs.encode(inputs, where)
+        return torch.cat([self.model(chunk) for chunk in encoded.split(ROWS_PER_CHUNK)])
 
-    def predict(self, frame: pd.DataFrame, where: str = "the input") -> pd.DataFrame:
-        """One row per row of `frame`: `prediction` (a class name or a value in the target's
+    def predict(self, inputs: Any, where: str = "the input") -> pd.DataFrame:
+        """One row per input: `prediction` (a class name or a value in the target's
         units) and, for classification, `probability_<class>` for each class."""
-        outputs = self.outputs(frame, where)
+        outputs = self.outputs(inputs, where)
+        index = inputs.index if isinstance(inputs, pd.DataFrame) else None
         info = self.info
         if info.task == "regression":
-            mean = torch.tensor(info.target_mean or [0.0])
-            std = torch.tensor(info.target_std or [1.0])
-            return pd.DataFrame({"prediction": (outputs * std + mean)[:, 0].numpy()})
+            mean = torch.tensor(info.target_mean or [0.0] * outputs.shape[1])
+            std = torch.tensor(info.target_std or [1.0] * outputs.shape[1])
+            values = (outputs * std + mean).numpy()
+            names = (
+                ["prediction"]
+                if values.shape[1] == 1
+                else [f"prediction_{i}" for i in range(values.shape[1])]
+            )
+            return pd.DataFrame(values, columns=names, index=index)
         if outputs.shape[-1] == 1:  # one logit (loss=bce): the positive class's probability
             positive = outputs[:, 0].sigmoid()
             probabilities = torch.stack([1 - positive, positive], dim=1)
@@ -122,46 +131,67 @@ class Predictor:
             probabilities = outputs.softmax(dim=-1)
         names = info.class_names
         table = {"prediction": [names[i] for i in probabilities.argmax(dim=1).tolist()]}
-        for index, name in enumerate(names):
-            table[f"probability_{name}"] = probabilities[:, index].numpy()
-        return pd.DataFrame(table)
+        for position, name in enumerate(names):
+            table[f"probability_{name}"] = probabilities[:, position].numpy()
+        return pd.DataFrame(table, index=index)
+
+
+def check_output(output: Path, source: Path) -> None:
+    """Refuse, before any work, an output that cannot or must not be written."""
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise TrainlabError(f"output={output}: write .csv or .parquet, e.g. output=predictions.csv")
+    if output.resolve() == source.resolve():
+        raise TrainlabError(f"output={output} is the input file; choose another output path")
+    if output.is_dir():
+        raise TrainlabError(f"output={output} is a folder; name a file, e.g. {output}/p.csv")
+    folder = output.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise TrainlabError(
+            f"output={output}: cannot write into {folder} (not a writable folder); "
+            "choose another path, e.g. output=predictions.csv"
+        )
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write CSV or Parquet through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         if path.suffix.lower() == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as ex:
+        raise TrainlabError(
+            f"output={path}: cannot write it ({ex.strerror or type(ex).__name__}); "
+            "choose a writable path, e.g. output=predictions.csv"
+        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def predict_command(argv: list[str]) -> Path:
     """What `predict.py` does; returns the path of the predictions written."""
     options = parse_args(argv)
     source, output = Path(options["input"]), Path(options["output"])
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise TrainlabError(f"output={output}: write .csv or .parquet, e.g. output=predictions.csv")
-    if output.resolve() == source.resolve():
-        raise TrainlabError(f"output={output} is the input file; choose another output path")
-    predictor = Predictor.load(options["run"], options["checkpoint"])
-    data = predictor.data_config
-    frame = read_table(
-        source,
-        what="input",
-        npz_features=data.get("npz_features", "X"),
-        npz_target=data.get("npz_target", "y"),
-    )
-    predictions = predictor.predict(frame, f"input={source}")
+    check_output(output, source)
+    if not source.is_file():  # before the model is loaded: fail early
+        problem = "is a folder, not a file" if source.is_dir() else "file not found"
+        raise TrainlabError(f"input={source}: {problem}; check the path")
+    predictor = Predictor.load(options["run"], options.get("checkpoint"))
+    inputs = predictor.read(source)
+    predictions = predictor.predict(inputs, f"input={source}")
+    predictions.insert(0, "row", range(1, len(predictions) + 1))
+    if output.exists():
+        log.info(f"note: replacing the existing {output}")
     write_table(predictions, output)
-    log.info(f"wrote {len(predictions)} predictions to {output}")
+    log.info(f"wrote {len(predictions)} predictions to {output} (model: {predictor.checkpoint})")
     return output
 
 
