@@ -178,3 +178,21 @@ def test_a_job_record_without_a_run_folder_is_a_failed_row(tmp_path) -> None:
         ("1", "no result", None),
     ]
     assert [r["overrides"] for r in rows] == ["x=1", "x=2"]
+
+
+@pytest.mark.slow  # a process per job, each importing torch
+def test_submitit_jobs_are_reported_by_the_sweep_process(tmp_path) -> None:
+    proc = train_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "optim.lr=0.001,0.01",
+        "debug=fast",
+        "logger=none",
+        "callbacks=none",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    for job, lr in enumerate(["0.001", "0.01"]):
+        assert f"job {job} started: optim.lr={lr} debug=fast logger=none callbacks=none" in lines
+        assert any(line.startswith(f"job {job} complete in ") for line in lines)

@@ -196,6 +196,10 @@ class Leaderboard(Callback):
         self.records: dict[int, dict[str, Any]] = {}
         self.relay: jobs.Relay | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers pickle the callbacks for each job's process; the relay stays here.
+        return {**self.__dict__, "relay": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if jobs.out_of_sight(config) and is_main_process():
             self.relay = jobs.Relay(config.hydra.sweep.dir).start()
