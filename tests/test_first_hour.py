@@ -31,12 +31,18 @@ def events(run_dir: Path) -> EventAccumulator:
     return accumulator
 
 
+# debug=fast, for runs that take another debug option.
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_eval_batches=2"]
+
+
 def run_quietly(overrides: list[str], run_dir: Path, capfd, caplog) -> tuple[str, Path]:
-    """Run in-process; return everything printed, logged or warned, and the run folder."""
+    """Run in-process (debug=fast unless another debug option is given); return everything
+    printed, logged or warned, and the run folder."""
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("default")  # what a user's `python train.py` shows
-        result = trainlab.run(trainlab.compose([*overrides, "debug=fast"]), output_dir=run_dir)
+        fast = FAST if any(o.startswith("debug=") for o in overrides) else ["debug=fast"]
+        result = trainlab.run(trainlab.compose([*overrides, *fast]), output_dir=run_dir)
     out, err = capfd.readouterr()
     shown = [str(w.message) for w in warned if not issubclass(w.category, DeprecationWarning)]
     text = "\n".join([out, err, caplog.text, (run_dir / "train.log").read_text(), *shown])
@@ -123,3 +129,10 @@ def test_hparams_types_and_metric_columns(overrides, task, tmp_path, capfd, capl
         assert types["model.batch_norm"] == api_pb2.DATA_TYPE_BOOL
         assert values["model.batch_norm"].bool_value is ("model.batch_norm=true" in overrides)
         assert values["model.activation"].string_value == "relu"
+
+
+def test_anomaly_detection_says_it_is_on(tmp_path, capfd, caplog) -> None:
+    text, _ = run_quietly(["debug=anomaly", "logger=none"], tmp_path / "run", capfd, caplog)
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
+    assert sum(line.startswith("autograd anomaly detection on: slower; ") for line in lines) == 1
+    assert not NOISE.findall(text), text

@@ -249,6 +249,12 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
         + (f", {exp.threads}" if exp.threads else "")
         + f", seed {exp.seed}, run folder {exp.output_dir}"
     )
+    if trainer.detect_anomaly:
+        log.info(
+            "autograd anomaly detection on: slower; a backward pass that makes a NaN or "
+            "inf stops the run and names the operation that made it "
+            "(trainer.detect_anomaly=false to turn it off)"
+        )
     if exp.resumed_from is not None:
         position = trainer.state
         log.info(
