@@ -106,26 +106,28 @@ def test_grid_jobs_show_the_swept_hparams_first(failing_grid) -> None:
 
 
 # ------------------------------------------------------------------ Optuna with pruning
+PRUNING_ARGS = (
+    "-m",
+    "hparams_search=optuna_mlp",
+    "hydra.sweeper.study_name=pruning",
+    "hydra.sweeper.sampler=random",
+    "hydra.sweeper.n_trials=5",
+    "hydra.sweeper.median.n_startup_trials=1",
+    "hydra.sweeper.median.n_warmup_steps=0",
+    "hydra.sweeper.params=null",
+    "optim.lr=choice(0.01,0.00001)",  # the low rate falls behind at once
+    "model.hidden_sizes=[32]",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=4",
+    "logger=none",
+    "callbacks=none",
+)
+
+
 @pytest.fixture(scope="module")
 def pruned_study(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("pruning")
-    proc = train_cli(
-        "-m",
-        "hparams_search=optuna_mlp",
-        "hydra.sweeper.study_name=pruning",
-        "hydra.sweeper.sampler=random",
-        "hydra.sweeper.n_trials=5",
-        "hydra.sweeper.median.n_startup_trials=1",
-        "hydra.sweeper.median.n_warmup_steps=0",
-        "hydra.sweeper.params=null",
-        "optim.lr=choice(0.01,0.00001)",  # the low rate falls behind at once
-        "model.hidden_sizes=[32]",
-        "trainer.max_epochs=3",
-        "trainer.limit_train_batches=4",
-        "logger=none",
-        "callbacks=none",
-        cwd=cwd,
-    )
+    proc = train_cli(*PRUNING_ARGS, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = cwd / "outputs" / "sweeps" / "pruning"
     study = optuna.load_study(study_name="pruning", storage=f"sqlite:///{sweep / 'optuna.db'}")
@@ -148,6 +150,34 @@ def test_pruned_trials_are_marked_in_the_leaderboard(pruned_study) -> None:
     for trial in study.trials:
         if trial.state == TrialState.PRUNED:
             assert f"job {trial.number} pruned in " in proc.stdout
+
+
+def test_a_study_with_other_settings_continues_only_when_asked(pruned_study) -> None:
+    _, sweep, study = pruned_study
+    cwd = sweep.parents[2]
+    before = {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()}
+    trials = len(study.trials)
+    # Another epoch count (and one more trial) under the same study name: refused.
+    changed = (*PRUNING_ARGS, "trainer.max_epochs=2", "hydra.sweeper.n_trials=6")
+    proc = train_cli(*changed, cwd=cwd)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: study 'pruning' exists with other settings (trainer.max_epochs 3 -> 2); to "
+        "continue it anyway add hydra.sweeper.continue_with_changes=true, or start a new one "
+        "with hydra.sweeper.study_name=<new name>"
+    ]
+    assert {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()} == before
+    reload = optuna.load_study(study_name="pruning", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert len(reload.trials) == trials
+    # Asked for: it goes on with the new settings, which the study then keeps.
+    proc = train_cli(*changed, "hydra.sweeper.continue_with_changes=true", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "continuing study 'pruning' with changed settings: trainer.max_epochs 3 -> 2" in (
+        proc.stdout
+    )
+    reload = optuna.load_study(study_name="pruning", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert len(reload.trials) == trials + 1
+    assert reload.user_attrs["trainlab_settings"]["trainer.max_epochs"] == "2"
 
 
 # ------------------------------------------------------------------------- in-process

@@ -38,6 +38,7 @@ from hydra_plugins.trainlab_optuna_sweeper._search_space import (
     to_config_value,
     to_override,
 )
+from hydra_plugins.trainlab_optuna_sweeper._settings import check_settings, study_settings
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     INTERRUPTED,
@@ -86,9 +87,10 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
 
     with exclusive(sweep_dir / "optuna.lock", sweeper.study_name):
-        OmegaConf.save(config, sweep_dir / "multirun.yaml")
         storage = open_storage(url)
-        study = open_study(sweeper, storage, url, direction)
+        settings = study_settings(sweeper, space, config)
+        study = open_study(sweeper, storage, url, direction, settings)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")  # once the study accepts it
         log.info(
             f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
             f"in {url}: {count_done(study)} of {sweeper.n_trials} trials done; "
@@ -109,17 +111,23 @@ def open_study(
     storage: optuna.storages.BaseStorage,
     url: str,
     direction: str,
+    settings: dict[str, str],
 ) -> optuna.Study:
-    """Create the study, or load it and requeue what an interrupted sweep left running."""
-    study = optuna.create_study(
-        study_name=sweeper.study_name, storage=storage, direction=direction, load_if_exists=True
-    )
+    """Create the study, or load it (refusing other settings unless asked) and requeue what
+    an interrupted sweep left running."""
+    try:  # (create_study(load_if_exists=True) would log a line of its own to stderr)
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+    except KeyError:  # no such study yet
+        study = optuna.create_study(
+            study_name=sweeper.study_name, storage=storage, direction=direction
+        )
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study '{sweeper.study_name}' in {url} was created to "
             f"{study.direction.name.lower()}; set hydra.sweeper.direction to match, or "
             "start another study with hydra.sweeper.study_name=..."
         )
+    check_settings(sweeper, study, settings)
     retry_interrupted(study, storage)
     # Seeded past the trials so far: a resumed search does not repeat its first draws.
     seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
