@@ -63,7 +63,7 @@ def test_grid_with_a_failed_job_still_writes_the_leaderboard(failing_grid) -> No
 def test_wall_time_is_each_jobs_own(failing_grid) -> None:
     _, sweep = failing_grid
     for row in read_board(sweep):
-        record = json.loads((sweep / ".jobs" / f"{row['run']}.json").read_text())
+        record = json.loads((sweep / f".job-{row['run']}.json").read_text())
         assert float(row["wall_time_s"]) == record["wall_time_s"] > 0
         if row["status"] == "complete":
             # From the job's start (after the process's imports), so it holds the run's time.
@@ -196,12 +196,10 @@ def test_overrides_are_short_and_only_the_swept_keys() -> None:
 
 
 def test_a_job_record_without_a_run_folder_is_a_failed_row(tmp_path) -> None:
-    records = tmp_path / ".jobs"
-    records.mkdir()
     record = {"job": 0, "run": "0", "overrides": ["x=1"], "status": "failed", "reason": "bad x"}
-    (records / "0.json").write_text(json.dumps({**record, "wall_time_s": 0.1}))
+    (tmp_path / ".job-0.json").write_text(json.dumps({**record, "wall_time_s": 0.1}))
     running = {"job": 1, "run": "1", "overrides": ["x=2"], "status": "running"}
-    (records / "1.json").write_text(json.dumps(running))
+    (tmp_path / ".job-1.json").write_text(json.dumps(running))
     rows = build_leaderboard(tmp_path)
     assert [(r["run"], r["status"], r.get("reason")) for r in rows] == [
         ("0", "failed", "bad x"),

@@ -1,6 +1,6 @@
 """What each job of a sweep did, kept in the sweep folder and printed as it happens.
 
-Every job writes `<sweep>/.jobs/<number>.json` when it starts and when it ends (complete,
+Every job writes `<sweep>/.job-<number>.json` when it starts and when it ends (complete,
 pruned or failed, with the one-line reason), from Hydra's `on_job_start` / `on_job_end`
 in the job's own process, whatever the launcher. The leaderboard reads these records:
 a failed job leaves no run folder, and a job's wall time is measured from its own start.
@@ -22,7 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-RECORDS = ".jobs"
+# A job's record, a file beside the job folders (a folder there would pass for a job's).
+RECORD = ".job-{}.json"
 # Imported before a job's clock starts: the first job of a process would otherwise count
 # these imports (most of a small job's time) as its own.
 WARM_IMPORTS = (
@@ -50,13 +51,9 @@ def out_of_sight(config: DictConfig) -> bool:
     return "submitit" in str(config.hydra.launcher.get("_target_", ""))
 
 
-def records_dir(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / RECORDS
-
-
 def read_records(sweep_dir: str | Path) -> list[dict[str, Any]]:
     records = []
-    for path in sorted(records_dir(sweep_dir).glob("*.json")):
+    for path in sorted(Path(sweep_dir).glob(RECORD.format("*"))):
         with contextlib.suppress(OSError, ValueError):
             records.append(json.loads(path.read_text()))
     return sorted(records, key=lambda r: r.get("job", 0))
@@ -118,10 +115,9 @@ def pruned_at(config: DictConfig) -> int | None:
 
 
 def write_record(sweep_dir: Path, record: dict[str, Any]) -> None:
-    folder = records_dir(sweep_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record['job']}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / RECORD.format(record["job"])
+    fd, tmp = tempfile.mkstemp(dir=sweep_dir, prefix=f"{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle)

@@ -136,11 +136,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         "run",
         "overrides",
         "status",
-        "reason",
         "objective",
         "value",
         "epochs",
         "wall_time_s",
+        "reason",
     ]
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -157,7 +157,7 @@ def write_leaderboard(folder: str | Path) -> str:
     Jobs finishing together (parallel launchers) write one at a time, each after its own
     record: the last one to write has read every record."""
     folder = Path(folder)
-    with _locked(folder / jobs.RECORDS / "leaderboard.lock"):
+    with _locked(folder / ".leaderboard.lock"):
         rows = build_leaderboard(folder)
         markdown = to_markdown(rows)
         _write_atomic(folder / "leaderboard.csv", to_csv(rows))
