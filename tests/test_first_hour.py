@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, train_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -58,6 +58,32 @@ def test_every_recipe_runs_clean_with_a_graph(recipe, tmp_path, capfd, caplog, r
     assert "objective" in text  # the run did print its lines
     assert not NOISE.findall(text), text
     assert events(run_dir).Tags()["graph"], f"{recipe}: no model graph in TensorBoard"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=transformer"],  # digits as patches
+        ["model=cnn", "model.batch_norm=true"],
+        ["data=text_demo", "model=transformer", "model.pooling=cls"],
+        ["data=text_demo", "model=rnn", "model.bidirectional=true"],
+        ["data=diabetes", "loss=mse"],
+    ],
+)
+def test_shipped_models_on_other_data_run_clean(overrides, tmp_path, capfd, caplog) -> None:
+    text, run_dir = run_quietly(overrides, tmp_path / "run", capfd, caplog)
+    assert not NOISE.findall(text), text
+    assert events(run_dir).Tags()["graph"]
+
+
+def test_the_command_prints_no_trace_for_a_transformer(tmp_path) -> None:
+    """What a user's terminal shows: the real command, in its own process."""
+    proc = train_cli("experiment=text_transformer", "debug=fast", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not NOISE.findall(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert not NOISE.findall((run_dir / "train.log").read_text())
+    assert events(run_dir).Tags()["graph"]
 
 
 def tag_groups(tags: list[str]) -> list[str]:

@@ -209,8 +209,10 @@ class Leaderboard(Callback):
             self.records[int(config.hydra.job.num)] = jobs.job_started(config)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not jobs.is_sweep_job(config):  # a single run has no job number
+            return
         record = self.records.pop(int(config.hydra.job.num), None)
-        if record is None or not jobs.is_sweep_job(config):
+        if record is None:
             return
         jobs.job_ended(config, record, job_return)
         write_leaderboard(config.hydra.sweep.dir)
