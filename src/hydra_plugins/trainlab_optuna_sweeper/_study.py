@@ -15,11 +15,8 @@ One sweep at a time per study: a lock in the sweep folder stops a second one.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +29,20 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hydra_plugins.trainlab_optuna_sweeper._results import (
+    RESULTS_FILE,
+    log_results,
+    short_number,
+    summarize,
+    write_yaml_atomic,
+)
 from hydra_plugins.trainlab_optuna_sweeper._search_space import (
     quote,
     split_overrides,
-    to_config_value,
     to_override,
 )
 from hydra_plugins.trainlab_optuna_sweeper._settings import check_settings, study_settings
+from trainlab.app.sweeps.jobs import write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     INTERRUPTED,
@@ -63,7 +67,6 @@ PRUNERS = {
     "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
     "none": "optuna.pruners.NopPruner",
 }
-RESULTS_FILE = "optuna_results.yaml"
 
 
 def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str, Any]:
@@ -283,6 +286,12 @@ def run_batch(
             sweeper.validate_batch_is_legal([job])
         except Exception as ex:
             fail(study, trial, ex)
+            # The leaderboard's record of a job that never started (its folder: the number).
+            write_record(
+                Path(sweeper.config.hydra.sweep.dir),
+                {"job": trial.number, "run": str(trial.number), "overrides": overrides,
+                 "status": "failed", "reason": trial.user_attrs.get(FAIL_REASON)},
+            )  # fmt: skip
             continue
         jobs[trial.number] = job
     launched = [t for t in trials if t.number in jobs]
@@ -340,87 +349,4 @@ def fail(study: optuna.Study, trial: Trial, error: BaseException) -> None:
 
 
 def _params_text(trial: Trial | FrozenTrial) -> str:
-    return " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-# ------------------------------------------------------------------------------- results
-def summarize(
-    study: optuna.Study, config: DictConfig, url: str, parser: OverridesParser
-) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
-
-    def count(state: TrialState, interrupted: bool = False) -> int:
-        return sum(
-            t.state == state and bool(t.user_attrs.get(INTERRUPTED)) == interrupted for t in trials
-        )
-
-    results: dict[str, Any] = {
-        "study_name": study.study_name,
-        "storage": url,
-        "direction": study.direction.name.lower(),
-        "objective": config.objective,
-        "trials": {
-            "complete": count(TrialState.COMPLETE),
-            "pruned": count(TrialState.PRUNED),
-            "failed": count(TrialState.FAIL),
-            "interrupted": count(TrialState.FAIL, interrupted=True),
-        },
-        "best": None,
-    }
-    if results["trials"]["complete"]:
-        best = study.best_trial
-        run_dir = best.user_attrs.get(RUN_DIR)
-        results["objective"] = _objective_name(run_dir) or config.objective
-        results["best"] = {
-            "number": best.number,
-            "value": best.value,
-            "params": {
-                key: to_config_value(value, best.distributions[key], parser)
-                for key, value in best.params.items()
-            },
-            "overrides": best.user_attrs.get(OVERRIDES, []),
-            "run_dir": run_dir,
-        }
-    return results
-
-
-def _objective_name(run_dir: str | None) -> str | None:
-    """The objective a job resolved (objective=auto: val/acc or val/r2), from metrics.json."""
-    path = Path(run_dir or "") / "metrics.json"
-    try:
-        return json.loads(path.read_text())["objective"]["name"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def write_yaml_atomic(payload: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(OmegaConf.to_yaml(OmegaConf.create(payload)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def log_results(results: dict[str, Any], path: Path) -> None:
-    counts = results["trials"]
-    log.info(
-        f"study '{results['study_name']}': {counts['complete']} complete, "
-        f"{counts['pruned']} pruned, {counts['failed']} failed, {counts['interrupted']} "
-        f"interrupted (and run again); results in {path}"
-    )
-    best = results["best"]
-    if best is None:
-        log.warning("no trial completed, so there is no best trial")
-        return
-    log.info(
-        f"best trial {best['number']}: {results['objective']} = {best['value']:.4f}  "
-        + " ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
-    )
-    log.info(f"run it again: python train.py {' '.join(best['overrides'])}")
+    return " ".join(f"{k}={short_number(v)}" for k, v in trial.params.items())
