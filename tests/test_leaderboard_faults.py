@@ -224,3 +224,16 @@ def test_submitit_jobs_are_reported_by_the_sweep_process(tmp_path) -> None:
     for job, lr in enumerate(["0.001", "0.01"]):
         assert f"job {job} started: optim.lr={lr} debug=fast logger=none callbacks=none" in lines
         assert any(line.startswith(f"job {job} complete in ") for line in lines)
+
+
+def test_private_api_job_return_keeps_the_failure() -> None:
+    """Pins Hydra's `JobReturn._return_value`, which the job records and the Optuna sweeper
+    read: the job's exception (reading `return_value` would log and raise it) or value."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    failed = JobReturn()
+    failed.status, failed.return_value = JobStatus.FAILED, ValueError("bad x")
+    assert isinstance(failed._return_value, ValueError) and str(failed._return_value) == "bad x"
+    done = JobReturn()
+    done.status, done.return_value = JobStatus.COMPLETED, 0.5
+    assert done._return_value == 0.5
