@@ -39,10 +39,10 @@ def test_script_ranks_runs_and_lists_unfinished_ones_last(tmp_path) -> None:
         check=True,
     )
     lines = result.stdout.splitlines()
-    assert lines[2].startswith("| 1 | 1 | optim.lr=0.01 | 0.9500 | 0.9400 | 3 | 1.5 |")
-    assert lines[3].startswith("| 2 | 3 | optim.lr=0.001 | 0.9000")
-    assert lines[4].startswith("| 3 | 0 | optim.lr=0.1 | 0.8000")
-    assert lines[5] == "| - | 2 | optim.lr=1.0 | no result | - | - | - |"
+    assert lines[2].startswith("| 1 | 1 | optim.lr=0.01 | complete | 0.9500 | 0.9400 | 3 | 1.5 |")
+    assert lines[3].startswith("| 2 | 3 | optim.lr=0.001 | complete | 0.9000")
+    assert lines[4].startswith("| 3 | 0 | optim.lr=0.1 | complete | 0.8000")
+    assert lines[5] == "| - | 2 | optim.lr=1.0 | no result | - | - | - | - |"
     assert (tmp_path / "leaderboard.md").read_text() == result.stdout
     rows = (tmp_path / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 5 and "val/loss" in rows[0] and "test/acc" in rows[0]

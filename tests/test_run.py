@@ -33,7 +33,7 @@ def test_tensorboard_holds_every_tag_with_finite_values(run_experiment) -> None:
     assert all(s.value == pytest.approx(1e-3) for s in rates)
     for tag in EPOCH_TAGS:  # after each epoch, on the same step axis as train/loss
         assert [s.step for s in events.Scalars(tag)] == [per_epoch, 2 * per_epoch, steps], tag
-    assert [s.value for s in events.Scalars("epoch")] == [0, 1, 2]
+    assert [s.value for s in events.Scalars("train/epoch")] == [0, 1, 2]
     for tag in TEST_TAGS:
         (scalar,) = events.Scalars(tag)
         assert scalar.value == pytest.approx(metrics["test"][tag], rel=1e-6)

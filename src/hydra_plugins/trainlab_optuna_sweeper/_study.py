@@ -15,11 +15,8 @@ One sweep at a time per study: a lock in the sweep folder stops a second one.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +29,20 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from hydra_plugins.trainlab_optuna_sweeper._results import (
+    RESULTS_FILE,
+    log_results,
+    short_number,
+    summarize,
+    write_yaml_atomic,
+)
 from hydra_plugins.trainlab_optuna_sweeper._search_space import (
     quote,
     split_overrides,
-    to_config_value,
     to_override,
 )
+from hydra_plugins.trainlab_optuna_sweeper._settings import check_settings, study_settings
+from trainlab.app.sweeps.jobs import write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     INTERRUPTED,
@@ -62,7 +67,6 @@ PRUNERS = {
     "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
     "none": "optuna.pruners.NopPruner",
 }
-RESULTS_FILE = "optuna_results.yaml"
 
 
 def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str, Any]:
@@ -86,9 +90,10 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
 
     with exclusive(sweep_dir / "optuna.lock", sweeper.study_name):
-        OmegaConf.save(config, sweep_dir / "multirun.yaml")
         storage = open_storage(url)
-        study = open_study(sweeper, storage, url, direction)
+        settings = study_settings(sweeper, space, config)
+        study = open_study(sweeper, storage, url, direction, settings)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")  # once the study accepts it
         log.info(
             f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
             f"in {url}: {count_done(study)} of {sweeper.n_trials} trials done; "
@@ -109,17 +114,23 @@ def open_study(
     storage: optuna.storages.BaseStorage,
     url: str,
     direction: str,
+    settings: dict[str, str],
 ) -> optuna.Study:
-    """Create the study, or load it and requeue what an interrupted sweep left running."""
-    study = optuna.create_study(
-        study_name=sweeper.study_name, storage=storage, direction=direction, load_if_exists=True
-    )
+    """Create the study, or load it (refusing other settings unless asked) and requeue what
+    an interrupted sweep left running."""
+    try:  # (create_study(load_if_exists=True) would log a line of its own to stderr)
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
+    except KeyError:  # no such study yet
+        study = optuna.create_study(
+            study_name=sweeper.study_name, storage=storage, direction=direction
+        )
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study '{sweeper.study_name}' in {url} was created to "
             f"{study.direction.name.lower()}; set hydra.sweeper.direction to match, or "
             "start another study with hydra.sweeper.study_name=..."
         )
+    check_settings(sweeper, study, settings)
     retry_interrupted(study, storage)
     # Seeded past the trials so far: a resumed search does not repeat its first draws.
     seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
@@ -275,6 +286,12 @@ def run_batch(
             sweeper.validate_batch_is_legal([job])
         except Exception as ex:
             fail(study, trial, ex)
+            # The leaderboard's record of a job that never started (its folder: the number).
+            write_record(
+                Path(sweeper.config.hydra.sweep.dir),
+                {"job": trial.number, "run": str(trial.number), "overrides": overrides,
+                 "status": "failed", "reason": trial.user_attrs.get(FAIL_REASON)},
+            )  # fmt: skip
             continue
         jobs[trial.number] = job
     launched = [t for t in trials if t.number in jobs]
@@ -332,87 +349,4 @@ def fail(study: optuna.Study, trial: Trial, error: BaseException) -> None:
 
 
 def _params_text(trial: Trial | FrozenTrial) -> str:
-    return " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-# ------------------------------------------------------------------------------- results
-def summarize(
-    study: optuna.Study, config: DictConfig, url: str, parser: OverridesParser
-) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
-
-    def count(state: TrialState, interrupted: bool = False) -> int:
-        return sum(
-            t.state == state and bool(t.user_attrs.get(INTERRUPTED)) == interrupted for t in trials
-        )
-
-    results: dict[str, Any] = {
-        "study_name": study.study_name,
-        "storage": url,
-        "direction": study.direction.name.lower(),
-        "objective": config.objective,
-        "trials": {
-            "complete": count(TrialState.COMPLETE),
-            "pruned": count(TrialState.PRUNED),
-            "failed": count(TrialState.FAIL),
-            "interrupted": count(TrialState.FAIL, interrupted=True),
-        },
-        "best": None,
-    }
-    if results["trials"]["complete"]:
-        best = study.best_trial
-        run_dir = best.user_attrs.get(RUN_DIR)
-        results["objective"] = _objective_name(run_dir) or config.objective
-        results["best"] = {
-            "number": best.number,
-            "value": best.value,
-            "params": {
-                key: to_config_value(value, best.distributions[key], parser)
-                for key, value in best.params.items()
-            },
-            "overrides": best.user_attrs.get(OVERRIDES, []),
-            "run_dir": run_dir,
-        }
-    return results
-
-
-def _objective_name(run_dir: str | None) -> str | None:
-    """The objective a job resolved (objective=auto: val/acc or val/r2), from metrics.json."""
-    path = Path(run_dir or "") / "metrics.json"
-    try:
-        return json.loads(path.read_text())["objective"]["name"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def write_yaml_atomic(payload: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(OmegaConf.to_yaml(OmegaConf.create(payload)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def log_results(results: dict[str, Any], path: Path) -> None:
-    counts = results["trials"]
-    log.info(
-        f"study '{results['study_name']}': {counts['complete']} complete, "
-        f"{counts['pruned']} pruned, {counts['failed']} failed, {counts['interrupted']} "
-        f"interrupted (and run again); results in {path}"
-    )
-    best = results["best"]
-    if best is None:
-        log.warning("no trial completed, so there is no best trial")
-        return
-    log.info(
-        f"best trial {best['number']}: {results['objective']} = {best['value']:.4f}  "
-        + " ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
-    )
-    log.info(f"run it again: python train.py {' '.join(best['overrides'])}")
+    return " ".join(f"{k}={short_number(v)}" for k, v in trial.params.items())

@@ -45,6 +45,9 @@ class TrainlabOptunaSweeperConf:
             "min_early_stopping_rate": 0,
         }
     )
+    # Running a study again with another search space or other settings (epochs, sampler,
+    # any config value) stops with a line saying so; true: continue it with the new ones.
+    continue_with_changes: bool = False
     # The search space, in Hydra's sweep syntax, e.g.
     # {optim.lr: tag(log, interval(1e-4, 1e-1)), model.hidden_sizes: choice([128],[256,128])}
     params: dict[str, str] | None = None

@@ -32,6 +32,7 @@ class TrainlabOptunaSweeper(Sweeper):
         median: dict[str, Any],
         successive_halving: dict[str, Any],
         params: dict[str, str] | None = None,
+        continue_with_changes: bool = False,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -51,6 +52,7 @@ class TrainlabOptunaSweeper(Sweeper):
             "none": {},
         }
         self.params = dict(params or {})
+        self.continue_with_changes = continue_with_changes
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.app import runs
 from trainlab.app.config import validate, validate_metrics
+from trainlab.app.hparams import chosen_hparams, hparams
 from trainlab.app.sweeps.optuna_study import TRIAL_KEY
 from trainlab.errors import ConfigError, Preempted, TrainlabError
 
@@ -248,8 +249,8 @@ def run(cfg: DictConfig) -> float:
         final, state, best = train_and_test(exp)
         objective = final[cfg.objective]
         if logger is not None:
-            final_metrics = split(final, "test") | {cfg.objective: objective}
-            logger.log_hparams(hparams(cfg, exp.seed), final_metrics)
+            final_metrics = {cfg.objective: objective} | final  # every val/ and test/ metric
+            logger.log_hparams(hparams(cfg, exp.seed), final_metrics, chosen_hparams())
     finally:  # also when training stops early: the event files keep what was logged
         if logger is not None:
             logger.close()
@@ -287,6 +288,12 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
         + (f", {exp.threads}" if exp.threads else "")
         + f", seed {exp.seed}, run folder {exp.output_dir}"
     )
+    if trainer.detect_anomaly:
+        log.info(
+            "autograd anomaly detection on: slower; a backward pass that makes a NaN or "
+            "inf stops the run and names the operation that made it "
+            "(trainer.detect_anomaly=false to turn it off)"
+        )
     if exp.resumed_from is not None:
         position = trainer.state
         log.info(
@@ -405,25 +412,6 @@ def resolve_device(name: str):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def hparams(cfg: DictConfig, seed: int) -> dict[str, Any]:
-    """The hyperparameters shown in TensorBoard's HParams tab: the chosen options and fields."""
-    from hydra.core.hydra_config import HydraConfig
-
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    flat: dict[str, Any] = {"seed": seed}
-    for group in ("data", "model", "loss", "optim", "sched"):
-        node = cfg.get(group)
-        if node is None:
-            continue
-        for key, value in OmegaConf.to_container(node, resolve=True).items():
-            if key == "_target_":  # the option chosen (e.g. mlp), else the class name
-                flat[group] = choices.get(group) or str(value).rsplit(".", 1)[-1]
-            elif not key.startswith("_"):
-                flat[f"{group}.{key}"] = value
-    flat["trainer.max_epochs"] = cfg.trainer.max_epochs
-    return flat
 
 
 def write_json_atomic(payload: dict[str, Any], path: Path) -> None:

@@ -20,6 +20,9 @@ import torch
 from omegaconf import DictConfig
 
 log = logging.getLogger("trainlab")
+# The LR finder's TensorBoard tag group. TensorBoard opens the first two groups in sorted
+# order; this one sorts after train, test and val, which a first look is for.
+LR_FIND_GROUP = "zz_lr_find"
 
 
 @dataclass
@@ -129,8 +132,8 @@ def run_lr_find(exp, options) -> float:
     logger = exp.trainer.logger
     if logger is not None:
         for step, (lr, loss) in enumerate(zip(result.lrs, result.losses, strict=True)):
-            logger.log_scalars({"lr_find/loss": loss, "lr_find/lr": lr}, step)
-        logger.writer.add_figure("lr_find/curve", figure, 0)
+            logger.log_scalars({f"{LR_FIND_GROUP}/loss": loss, f"{LR_FIND_GROUP}/lr": lr}, step)
+        logger.writer.add_figure(f"{LR_FIND_GROUP}/curve", figure, 0)
         logger.close()
     ended = "the loss diverged" if result.diverged else "reached max_lr"
     log.info(

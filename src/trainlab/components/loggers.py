@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from trainlab.engine.distributed import is_main_process
 
@@ -66,17 +66,25 @@ class TensorBoardLogger:
         if time.monotonic() - self._flushed_at > FLUSH_SECONDS:
             self.flush()
 
-    def log_hparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    def log_hparams(
+        self,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        chosen: Iterable[str] = (),
+    ) -> None:
         """Record the run's hyperparameters and the names of its final metrics.
 
         The summaries go into this run's own event file (SummaryWriter.add_hparams would
         open a second run folder); the metric values are the scalars logged under the
-        same tags.
+        same tags. Booleans stay booleans and strings strings (torch's `hparams` writes a
+        boolean as a number). TensorBoard lists first the hparams marked as differing
+        between runs, by name, then the others, by name: the `chosen` ones (what the
+        command set or a sweep varies) are marked so, and come first.
         """
         if self.writer is None:
             return
-        finite = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
-        for summary in hparams(_plain(params), finite):
+        finite = [k for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)]
+        for summary in hparams_summaries(params, finite, set(chosen)):
             self.writer.file_writer.add_summary(summary)
 
     def flush(self) -> None:
@@ -99,6 +107,46 @@ class TensorBoardLogger:
             self.writer.close()
 
 
-def _plain(params: dict[str, Any]) -> dict[str, Any]:
-    """HParams accepts numbers, strings and booleans; lists and None become strings."""
-    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+def hparams_summaries(
+    params: dict[str, Any], metric_tags: list[str], chosen: set[str]
+) -> list[Summary]:
+    """The hparams plugin's experiment, session-start and session-end summaries."""
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    infos = []
+    for name, value in params.items():
+        if isinstance(value, bool):  # before int: a bool is an int
+            start.hparams[name].bool_value = value
+            kind = api_pb2.DATA_TYPE_BOOL
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = value
+            kind = api_pb2.DATA_TYPE_FLOAT64
+        else:  # lists and None as text
+            start.hparams[name].string_value = str(value)
+            kind = api_pb2.DATA_TYPE_STRING
+        infos.append(api_pb2.HParamInfo(name=name, type=kind, differs=name in chosen))
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metric_tags],
+    )
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+    contents = {
+        metadata.EXPERIMENT_TAG: plugin_data_pb2.HParamsPluginData(experiment=experiment),
+        metadata.SESSION_START_INFO_TAG: plugin_data_pb2.HParamsPluginData(
+            session_start_info=start
+        ),
+        metadata.SESSION_END_INFO_TAG: plugin_data_pb2.HParamsPluginData(session_end_info=end),
+    }
+    return [
+        Summary(
+            value=[
+                Summary.Value(
+                    tag=tag,
+                    metadata=metadata.create_summary_metadata(content),
+                    tensor=metadata.NULL_TENSOR,
+                )
+            ]
+        )
+        for tag, content in contents.items()
+    ]

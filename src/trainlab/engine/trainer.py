@@ -186,9 +186,13 @@ class Trainer:
             state.metrics = {"train/loss": mean_loss}
             if val is not None:
                 state.metrics.update(self.evaluate(val, "val"))
-            # Epoch-level values share the step axis with train/loss (x: optimizer steps).
+            # Epoch-level values share the step axis with train/loss (x: optimizer steps). The
+            # epoch goes under train/: TensorBoard opens the first two tag groups in sorted
+            # order, and a group of its own ("epoch") would be one of them.
             self._log(
-                state.metrics | {"epoch": epoch}, step=state.global_step, skip=("train/loss",)
+                state.metrics | {"train/epoch": epoch},
+                step=state.global_step,
+                skip=("train/loss",),
             )
             if self.schedule is not None and self.schedule.interval == "epoch":
                 self.schedule.step(state.metrics)

@@ -1,16 +1,20 @@
-"""A leaderboard of runs: one row per run folder, sorted by the objective.
+"""A leaderboard of runs: one row per run folder or sweep job, sorted by the objective.
 
-Written as `leaderboard.csv` and `leaderboard.md` into the folder and printed. Hydra calls
-`Leaderboard.on_multirun_end` when a sweep ends; `scripts/leaderboard.py FOLDER` builds
-the same table for any folder of runs (a sweep that was stopped, say).
+Written as `leaderboard.csv` and `leaderboard.md` into the folder: after each job of a sweep
+(so a sweep that fails or is stopped still has one), and printed when the sweep ends.
+`scripts/leaderboard.py FOLDER` builds the same table for any folder of runs. A sweep's
+job records (`jobs.py`) give each row its status (complete, pruned, failed with its
+reason) and its wall time, measured from the job's own start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +22,11 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainlab.app.sweeps import jobs
 from trainlab.components.callbacks.monitor import resolve_mode
 from trainlab.engine.distributed import is_main_process
 
 log = logging.getLogger(__name__)
-
-# Overrides that say where a run was written, not what it tried.
-PLUMBING = ("paths.", "hydra.", "+optuna", "++optuna")
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -37,7 +39,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     row: dict[str, Any] = {
         "run": str(run_dir.relative_to(root)) if run_dir != root else ".",
-        "overrides": " ".join(o for o in overrides or [] if not o.startswith(PLUMBING)),
+        "overrides": [str(o) for o in overrides or []],
     }
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.exists():
@@ -56,39 +58,74 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
 
 
 def build_leaderboard(folder: str | Path) -> list[dict[str, Any]]:
-    """Rows for every run under `folder`, best first; runs without a result last."""
+    """Rows for every run and sweep job under `folder`: complete ones best first, then
+    pruned ones (also by their objective), then failed and unfinished ones."""
     folder = Path(folder)
-    rows = [read_run(run, folder) for run in find_runs(folder)]
-    done = [r for r in rows if r["status"] == "complete"]
-    if done:
-        descending = resolve_mode(done[0]["objective"], "auto") == "max"
-        done.sort(key=lambda r: r["value"], reverse=descending)
-    rows = done + [r for r in rows if r["status"] != "complete"]
-    for rank, row in enumerate(rows, start=1):
+    rows = {row["run"]: row for row in (read_run(run, folder) for run in find_runs(folder))}
+    for record in jobs.read_records(folder):
+        row = rows.setdefault(
+            record["run"], {"run": record["run"], "overrides": record["overrides"]}
+        )
+        if record["status"] == "running":
+            row.setdefault("status", "no result")
+            continue
+        row["status"] = record["status"]
+        if "wall_time_s" in record:  # from the job's own start, not the process's
+            row["wall_time_s"] = record["wall_time_s"]
+        if record.get("reason"):
+            row["reason"] = record["reason"]
+    rows_list = list(rows.values())
+    swept = swept_keys([row["overrides"] for row in rows_list])
+    for row in rows_list:
+        row["overrides"] = jobs.short_overrides(row["overrides"], swept)
+    ordered: list[dict[str, Any]] = []
+    for status in ("complete", "pruned"):
+        done = [r for r in rows_list if r["status"] == status and r.get("value") is not None]
+        if done:
+            descending = resolve_mode(done[0]["objective"], "auto") == "max"
+            done.sort(key=lambda r: r["value"], reverse=descending)
+        ordered += done
+    ordered += [r for r in rows_list if r not in ordered]
+    for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank if row["status"] == "complete" else None
-    return rows
+    return ordered
+
+
+def swept_keys(override_lists: list[list[str]]) -> set[str] | None:
+    """The keys whose value differs between runs (None: all keys, for a single run)."""
+    values: dict[str, set[str]] = {}
+    for overrides in override_lists:
+        pairs = dict(
+            o.split("=", 1) for o in overrides if "=" in o and not o.startswith(jobs.PLUMBING)
+        )
+        for key in {*values, *pairs}:
+            values.setdefault(key, set()).add(pairs.get(key, "<unset>"))
+    if len(override_lists) < 2:
+        return None
+    return {key for key, seen in values.items() if len(seen) > 1}
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    """A compact table: rank, overrides, objective, the test metric of the same name."""
+    """A compact table: rank, overrides, status, objective, the test metric of the same
+    name, epochs and wall time."""
     if not rows:
         return "no runs found\n"
-    objective = next((r["objective"] for r in rows if r["status"] == "complete"), "objective")
+    objective = next((r["objective"] for r in rows if r.get("objective")), "objective")
     test_name = objective.replace("val/", "test/")
-    head = ["rank", "run", "overrides", objective, test_name, "epochs", "wall time (s)"]
+    head = ["rank", "run", "overrides", "status", objective, test_name, "epochs", "wall time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        status = f"failed: {r['reason']}" if r.get("reason") else r["status"]
         cells = [
             r.get("rank") or "-",
             r["run"],
-            r["overrides"] or "(defaults)",
+            r["overrides"],
+            status.replace("|", "/"),
             _number(r.get("value")),
             _number(r.get(test_name)),
             r.get("epochs", "-"),
             _number(r.get("wall_time_s"), 1),
         ]
-        if r["status"] != "complete":
-            cells[3] = r["status"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -103,6 +140,7 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         "value",
         "epochs",
         "wall_time_s",
+        "reason",
     ]
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -114,13 +152,36 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_leaderboard(folder: str | Path) -> str:
-    """Write leaderboard.csv and leaderboard.md into `folder`; return the Markdown."""
+    """Write leaderboard.csv and leaderboard.md into `folder`; return the Markdown.
+
+    Jobs finishing together (parallel launchers) write one at a time, each after its own
+    record: the last one to write has read every record."""
     folder = Path(folder)
-    rows = build_leaderboard(folder)
-    markdown = to_markdown(rows)
-    (folder / "leaderboard.csv").write_text(to_csv(rows))
-    (folder / "leaderboard.md").write_text(markdown)
+    with _locked(folder / ".leaderboard.lock"):
+        rows = build_leaderboard(folder)
+        markdown = to_markdown(rows)
+        _write_atomic(folder / "leaderboard.csv", to_csv(rows))
+        _write_atomic(folder / "leaderboard.md", markdown)
     return markdown
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Any:
+    try:
+        import fcntl
+    except ImportError:  # Windows: unlocked
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -128,9 +189,37 @@ def _number(value: Any, digits: int = 4) -> str:
 
 
 class Leaderboard(Callback):
-    """Hydra callback: write and print the leaderboard when a sweep ends."""
+    """Hydra callback: record each sweep job and rewrite the leaderboard after it; print
+    each job's start and end; print the leaderboard when the sweep ends."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, dict[str, Any]] = {}
+        self.relay: jobs.Relay | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers pickle the callbacks for each job's process; the relay stays here.
+        return {**self.__dict__, "relay": None}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if jobs.out_of_sight(config) and is_main_process():
+            self.relay = jobs.Relay(config.hydra.sweep.dir).start()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if jobs.is_sweep_job(config) and is_main_process():
+            self.records[int(config.hydra.job.num)] = jobs.job_started(config)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not jobs.is_sweep_job(config):  # a single run has no job number
+            return
+        record = self.records.pop(int(config.hydra.job.num), None)
+        if record is None:
+            return
+        jobs.job_ended(config, record, job_return)
+        write_leaderboard(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         folder = Path(config.hydra.sweep.dir)
         if folder.is_dir() and is_main_process():
             markdown = write_leaderboard(folder)

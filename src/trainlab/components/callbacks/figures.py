@@ -8,7 +8,10 @@ in the loop); the test set's confusion matrix, drawn once, has its counts and cl
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,14 +52,27 @@ class TensorBoardFigures(Callback):
         ):
             self.graph_logged = True
             # Tracing runs the model: in eval mode, so batch-norm statistics stay as they
-            # are, and on a forked random stream, so the run draws what it would have.
+            # are, and on a forked random stream, so the run draws what it would have. Under
+            # no_grad, because an eval-mode Transformer layer takes its fused path only
+            # without grad: traced with grad, the trace's own check (run without) would see
+            # another graph. Tracer warnings concern reusing the trace on other inputs,
+            # which this display never does.
             model, was_training = trainer.model, trainer.model.training
             try:
                 model.eval()
-                with torch.random.fork_rng(devices=[]):
+                with (
+                    torch.random.fork_rng(devices=[]),
+                    torch.no_grad(),
+                    warnings.catch_warnings(),
+                    contextlib.redirect_stdout(io.StringIO()),  # add_graph prints its failure
+                ):
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    # add_graph's own use of torch.jit.trace, which torch deprecates
+                    warnings.filterwarnings("ignore", r"`torch\.jit\.trace", DeprecationWarning)
                     writer.add_graph(model, trainer.example_input)
             except Exception as ex:  # tracing is best effort: some models cannot be traced
-                log.warning(f"model graph not logged: {type(ex).__name__}: {ex}")
+                first_line = (str(ex).strip().splitlines() or [""])[0][:200]
+                log.info(f"note: model graph not logged ({type(ex).__name__}: {first_line})")
             finally:
                 model.train(was_training)
 
