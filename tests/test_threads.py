@@ -6,12 +6,15 @@ No timing is asserted here (the timings are the benchmark's: `scripts/bench.py -
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import SMOKE, compose_config, read_metrics
+from conftest import ROOT, SMOKE, cli_env, compose_config, read_metrics
 from torch import nn
 
 from trainlab.app.config import validate
@@ -74,14 +77,14 @@ def test_the_fastest_count_wins_and_ties_go_to_fewer_threads(seconds, expected) 
     assert fastest(seconds) == expected
 
 
-def test_cores_are_shared_with_workers_and_the_other_processes_of_a_run(monkeypatch) -> None:
+def test_cores_are_shared_with_the_other_processes_of_a_run(monkeypatch) -> None:
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cores = available_cores()
     assert 1 <= cores <= threads.DEFAULT_THREADS
-    assert available_cores(reserved=cores) == 1  # never fewer than one
-    assert available_cores(reserved=1) == max(cores - 1, 1)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores))
-    assert available_cores() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes of a torchrun run
+    assert available_cores() == max(cores // 2, 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
+    assert available_cores() == 1  # never fewer than one
 
 
 def test_measuring_times_every_candidate_and_leaves_torch_as_it_was() -> None:
@@ -132,6 +135,28 @@ def test_auto_picks_a_candidate_and_says_what_it_measured(monkeypatch) -> None:
         threads.DEFAULT_THREADS,
         "OMP_NUM_THREADS=2",
     )
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="one core: nothing to measure")
+def test_a_run_built_again_in_the_process_keeps_the_count_without_measuring(
+    monkeypatch,
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    threads.MEASURED.clear()
+    model, optimizer, loss_fn, batch = small_run()
+    first = choose_threads("auto", model, optimizer, loss_fn, batch)
+    assert len(threads.MEASURED) == 1
+    again, _, _, _ = small_run()  # the same layers, other weights: the same work
+    count, why = choose_threads("auto", again, optimizer, loss_fn, batch)
+    assert count == first[0]
+    assert why == first[1].replace("measured:", "measured earlier in this process:")
+    wider = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
+    wider_optimizer = torch.optim.Adam(wider.parameters())
+    choose_threads("auto", wider, wider_optimizer, loss_fn, batch)
+    half = (batch[0][:8], batch[1][:8])
+    choose_threads("auto", model, optimizer, loss_fn, half)
+    assert len(threads.MEASURED) == 3  # other layers, another batch size: measured anew
 
 
 def test_one_available_core_is_not_measured(monkeypatch) -> None:
@@ -191,6 +216,7 @@ def test_cross_validation_measures_once_and_every_fold_uses_that_count(
 ) -> None:
     caplog.set_level(logging.INFO, logger="trainlab")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads.MEASURED.clear()
     threads_before = torch.get_num_threads()
     try:
         _, run_dir = run_experiment(
@@ -207,4 +233,32 @@ def test_cross_validation_measures_once_and_every_fold_uses_that_count(
     assert len(set(counts)) == 1
     starts = [r.getMessage() for r in caplog.records if "CPU thread" in r.getMessage()]
     assert len(starts) == 3
-    assert sum("measured: " in line for line in starts) == (available_cores() > 1)
+    if available_cores() > 1:
+        assert "(measured: " in starts[0]
+        assert all("(measured earlier in this process: " in line for line in starts[1:])
+
+
+@pytest.mark.slow  # a benchmark run: two processes, each importing torch
+def test_the_benchmark_compares_auto_with_one_and_two_threads(tmp_path) -> None:
+    report = tmp_path / "bench.json"
+    arguments = ("--threads", "--thread-models", "mlp", "--rounds", "1", "--warmup", "0")
+    arguments += ("--limit-batches", "2", "--json", str(report))
+    result = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--no-lightning", *arguments],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(report.read_text())["threads"]
+    assert [(row["model"], row["condition"]) for row in rows] == [("mlp", "quiet"), ("mlp", "busy")]
+    for row in rows:
+        settings = row["settings"]
+        assert [settings[name]["threads"] for name in ("1", "2")] == [1, 2]
+        assert settings["auto"]["threads"] in candidates(available_cores())
+        assert all(len(setting["epoch_s"]) == 1 for setting in settings.values())
+        best = min(settings["1"]["median_s"], settings["2"]["median_s"])
+        assert row["auto_over_best"] == settings["auto"]["median_s"] / best
+    assert "| mlp | busy |" in result.stdout

@@ -25,18 +25,15 @@ def cross_validate(cfg: DictConfig) -> float:
     """
     started = time.perf_counter()
     folds, run_dir = cfg.cv.folds, Path(cfg.paths.output_dir)
-    results, seed, threads = [], None, None
+    results, seed = [], None
     for k in range(folds):
         fold_cfg = copy.deepcopy(cfg)
         fold_cfg.paths.output_dir = str(run_dir / f"fold_{k}")
         if seed is not None:
             fold_cfg.seed = seed  # a drawn seed (seed=null) is drawn once for all folds
-            # and `trainer.num_threads=auto` measured once: every fold trains alike
-            fold_cfg.trainer.num_threads = threads
         log.info(f"cross-validation: fold {k + 1}/{folds}")
         exp = build(fold_cfg, fold=(k, folds))
         seed = exp.seed
-        threads = exp.trainer.config["trainer"]["num_threads"]
         final, _, _ = train_and_test(exp)
         if exp.trainer.logger is not None:
             exp.trainer.logger.close()

@@ -201,7 +201,6 @@ def cpu_threads(
     began_with = (resumed or {}).get("config", {}).get("trainer", {}).get("num_threads")
     if setting == "auto" and isinstance(began_with, int):
         return began_with, "as measured when the run began"
-    loader = getattr(train, "source", None)  # a DataLoader's workers need cores too
     return choose_threads(
         setting,
         model,
@@ -209,7 +208,6 @@ def cpu_threads(
         loss_fn,
         train.example(train.batch_size),
         precision_context=autocast(trainer_cfg.precision, train.device),
-        reserved_cores=getattr(loader, "num_workers", 0),
     )
 
 

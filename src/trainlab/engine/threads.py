@@ -41,6 +41,10 @@ BUDGET_S = 1.0
 SLOW = 2.5
 
 Step = Callable[[], None]
+# What this process measured (count, times shown), by `work_key`: a run built again in the
+# same process (a cross-validation fold, the next job of a sweep, a test) trains with the
+# same count and measures nothing.
+MEASURED: dict[str, tuple[int, str]] = {}
 
 
 def choose_threads(
@@ -51,39 +55,57 @@ def choose_threads(
     batch: tuple[torch.Tensor, torch.Tensor],
     *,
     precision_context: AbstractContextManager | None = None,
-    reserved_cores: int = 0,
 ) -> tuple[int, str]:
     """The thread count for `trainer.num_threads=setting`, and why (for the run's log).
 
     `batch` is a training batch of the run's size; `precision_context` the autocast the
-    run trains under; `reserved_cores` the cores other processes of the run need (the
-    DataLoader's workers).
+    run trains under.
     """
     if setting != "auto":
         return int(setting), f"trainer.num_threads={setting}"
     if os.environ.get("OMP_NUM_THREADS"):
         return DEFAULT_THREADS, f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    cores = available_cores(reserved_cores)
+    cores = available_cores()
     if cores == 1:
         return 1, "one core"
+    key = work_key(model, optimizer, loss_fn, batch, precision_context, cores)
+    if key in MEASURED:
+        count, shown = MEASURED[key]
+        return count, f"measured earlier in this process: {shown}"
     step = training_step(model, optimizer, loss_fn, batch, precision_context)
     seconds = time_steps(step, candidates(cores))
-    count = fastest(seconds)
     shown = ", ".join(f"{n} → {milliseconds(s)}/step" for n, s in seconds.items())
-    return count, f"measured: {shown}"
+    MEASURED[key] = fastest(seconds), shown
+    return fastest(seconds), f"measured: {shown}"
 
 
-def available_cores(reserved: int = 0) -> int:
+def work_key(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch: tuple[torch.Tensor, torch.Tensor],
+    precision_context: AbstractContextManager | None,
+    cores: int,
+) -> str:
+    """What the time of a step depends on, besides the machine: the layers, the batch's
+    shape, the optimizer's kind, the precision and the cores."""
+    shapes = [tuple(getattr(part, "shape", ())) for part in batch]
+    fused = optimizer.defaults.get("fused")
+    precision = getattr(precision_context, "fast_dtype", None)
+    return repr((repr(model), repr(loss_fn), shapes, type(optimizer), fused, precision, cores))
+
+
+def available_cores() -> int:
     """The cores this process may train on: those it may run on (its affinity, at most
     torch's default), shared with the other processes of a run on this machine
-    (`LOCAL_WORLD_SIZE`, as torchrun sets it), less `reserved`; at least one."""
+    (`LOCAL_WORLD_SIZE`, as torchrun sets it); at least one."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity call
         cores = os.cpu_count() or 1
     cores = min(cores, DEFAULT_THREADS)
     processes = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1), 1)
-    return max(cores // processes - reserved, 1)
+    return max(cores // processes, 1)
 
 
 def candidates(cores: int) -> list[int]:
