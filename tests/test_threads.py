@@ -173,7 +173,7 @@ def test_a_resumed_auto_run_keeps_the_count_it_began_with(tmp_path) -> None:
     resumed = {"config": {"trainer": {"num_threads": 7}}}
     assert cpu_threads(trainer_cfg, resumed, model, optimizer, loss_fn, None) == (
         7,
-        "as measured when the run began",
+        "the count the resumed run began with",
     )
 
 
@@ -262,3 +262,24 @@ def test_the_benchmark_compares_auto_with_one_and_two_threads(tmp_path) -> None:
         best = min(settings["1"]["median_s"], settings["2"]["median_s"])
         assert row["auto_over_best"] == settings["auto"]["median_s"] / best
     assert "| mlp | busy |" in result.stdout
+
+
+def test_a_resumed_run_trains_with_the_count_it_began_with(
+    run_experiment, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="trainlab")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads_before = torch.get_num_threads()
+    overrides = (*SMOKE, "trainer.device=cpu", "callbacks.figures=null")
+    try:
+        _, first = run_experiment(*overrides)
+        last = first / "checkpoints" / "last.pt"
+        count = load_checkpoint(last, map_location="cpu")["config"]["trainer"]["num_threads"]
+        (first / "metrics.json").unlink()  # as if stopped after its first epoch
+        caplog.clear()
+        run_experiment(*overrides, "trainer.max_epochs=2", f"resume={last}")
+    finally:
+        torch.set_num_threads(threads_before)
+    line = start_line(caplog)
+    assert f"{count} CPU thread{'s' * (count > 1)} (the count the resumed run began with)" in line
+    assert "num_threads" not in caplog.text  # not reported as a changed setting

@@ -200,7 +200,7 @@ def cpu_threads(
     setting = trainer_cfg.num_threads
     began_with = (resumed or {}).get("config", {}).get("trainer", {}).get("num_threads")
     if setting == "auto" and isinstance(began_with, int):
-        return began_with, "as measured when the run began"
+        return began_with, "the count the resumed run began with"
     return choose_threads(
         setting,
         model,
