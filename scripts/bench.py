@@ -5,6 +5,8 @@
     python scripts/bench.py --skip-process         # training throughput only
     python scripts/bench.py --skip-throughput      # whole-process wall time only
     python scripts/bench.py --json bench.json      # also write every figure as JSON
+    python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
+                                                   # quiet and busy (scripts/bench_threads.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -786,7 +788,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="mlp,cnn,transformer")
     parser.add_argument("--batch-sizes", default="64,512")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (epochs) each")
+    parser.add_argument(
+        "--rounds", type=int, help="timed rounds (epochs) each (default 5; 4 with --threads)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed first rounds")
     parser.add_argument("--samples", type=int, default=20480, help="rows of generated data")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -830,6 +834,20 @@ def main() -> None:
         help="another trainlab contender with these overrides (space-separated), e.g. "
         "--variant 'no-logger:logger=none'",
     )
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="instead: epoch times with trainer.num_threads=1, 2 and auto, on a quiet "
+        "machine and with another process spinning on one core (--rounds, --warmup)",
+    )
+    parser.add_argument(
+        "--thread-models",
+        default="mlp-512-256,mlp,cnn,text-transformer",
+        help="with --threads: among mlp-512-256, mlp, cnn, text-transformer",
+    )
+    parser.add_argument(
+        "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -839,6 +857,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.rounds is None:
+        args.rounds = 4 if args.threads else 5
     if args.contender is not None:  # one contender of the throughput comparison
         return contender_main(args)
     if args.worker is not None:  # one process of the process comparison
@@ -865,6 +885,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.threads:
+        import bench_threads
+
+        report |= bench_threads.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if not (args.skip_throughput or args.startup_only):
         results = []
         for model in args.models.split(","):

@@ -43,7 +43,7 @@ def test_throughput_of_every_contender(tmp_path) -> None:
         assert entry["min"] <= entry["samples_per_s"] <= entry["max"]
         assert entry["samples_per_s"] > 0 and entry["peak_memory_mb"] > 50  # no speed bar
     assert result["contenders"]["sliced"]["ratio"] == 1.0
-    assert result["contenders"]["trainlab"]["threads"] == 1  # a small model: one thread
+    assert result["contenders"]["trainlab"]["threads"] >= 1  # measured (trainer.num_threads)
     assert "| mlp | 64 |" in report["printed"]
 
 

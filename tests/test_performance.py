@@ -1,5 +1,5 @@
 """What keeps trainlab fast, checked for behaviour (timings live in scripts/bench.py):
-no torch import before a config is valid, the thread choice, the quick exit."""
+no torch import before a config is valid, the quick exit (the thread choice: test_threads.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ import torch
 from conftest import ROOT, SMOKE, cli_env, compose_config, read_metrics
 from torch import nn
 
-from trainlab.components.models import CNN, MLP, RNN, Transformer
+from trainlab.components.models import MLP
 from trainlab.components.optim import build_optimizer
-from trainlab.engine import threads
 from trainlab.engine.runtime import keep_freed_memory
-from trainlab.engine.threads import choose_threads, forward_flops
 
 
 def imported_modules(*arguments: str) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -43,60 +41,6 @@ def test_help_and_config_errors_do_not_import_torch(arguments) -> None:
     assert "trainlab.app.cli" in modules  # the measurement works
     assert "torch" not in modules
     assert result.returncode == (0 if arguments == ["--help"] else 2)
-
-
-def test_forward_flops_of_an_mlp_is_two_per_weight() -> None:
-    model = MLP((64,), 10, hidden_sizes=(256, 128))
-    expected = 2 * (64 * 256 + 256 * 128 + 128 * 10)
-    assert forward_flops(model, torch.randn(1, 64)) == expected
-
-
-def test_forward_flops_counts_convolutions_attention_and_recurrence() -> None:
-    image = torch.randn(1, 1, 8, 8)
-    # Conv 1->32 (3x3) on 8x8, pool to 4x4, conv 32->64 (3x3), then the 64->10 head.
-    cnn = CNN((1, 8, 8), 10, channels=(32, 64))
-    expected = 2 * (9 * 32 * 64 + 32 * 9 * 64 * 16 + 64 * 10)
-    assert forward_flops(cnn, image) == expected
-    # Eight row tokens through two layers: the attention's projections and scores count.
-    transformer = Transformer((1, 8, 8), 10, input_kind="image")
-    assert forward_flops(transformer, image) > 2 * 2 * 8 * (4 * 64 * 64 + 2 * 64 * 128)
-    lstm = RNN((1, 8, 8), 10, input_kind="image")
-    assert forward_flops(lstm, image) > 2 * 4 * lstm.rnn.hidden_size * 8 * 8
-
-
-@pytest.mark.parametrize("cores", [1, 4])
-def test_a_small_model_trains_on_one_thread_a_large_one_on_all(monkeypatch, cores) -> None:
-    # torch's default thread count is the host's; pinned here so the rule is tested alike on
-    # a 1-core and a many-core host.
-    monkeypatch.setattr(threads, "DEFAULT_THREADS", cores)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    sample = torch.randn(1, 1, 8, 8)
-    mlp = MLP((1, 8, 8), 10, hidden_sizes=(256, 256))
-    cnn = CNN((1, 8, 8), 10)
-    if cores == 1:
-        assert choose_threads("auto", mlp, sample, batch_size=64) == (1, "one core")
-        assert choose_threads("auto", cnn, sample, batch_size=512) == (1, "one core")
-    else:
-        small = choose_threads("auto", mlp, sample, batch_size=64)
-        assert small == (1, "a small model: ~11 MFLOP per forward pass")
-        large = choose_threads("auto", cnn, sample, batch_size=512)
-        assert large == (4, "~322 MFLOP per forward pass")
-    assert choose_threads(3, mlp, sample, batch_size=64) == (3, "trainer.num_threads=3")
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert choose_threads("auto", mlp, sample, 64) == (cores, "OMP_NUM_THREADS=2")
-
-
-def test_counting_flops_changes_nothing_in_the_model() -> None:
-    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
-    model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    sample = torch.randn(1, 4)
-    rng = torch.get_rng_state()
-    forward_flops(model, sample)
-    assert model.training
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert torch.equal(torch.get_rng_state(), rng)
-    assert all(p.grad is None for p in model.parameters())
 
 
 def test_a_finished_run_exits_with_everything_written(tmp_path) -> None:

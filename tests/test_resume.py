@@ -26,6 +26,8 @@ from trainlab.engine.checkpoint import load_checkpoint
 # it wants.
 COMMON = (
     "trainer.max_epochs=3",
+    # Fixed: `auto` measures, and the reference and the stopped run may measure differently.
+    "trainer.num_threads=1",
     "callbacks.model_checkpoint.every_n_steps=7",
     "callbacks.model_checkpoint.keep_last=100",
     "+callbacks.slow._target_=custom_parts.Slowdown",

@@ -81,7 +81,6 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         wants_channels_last,
     )
     from trainlab.engine.seeding import resolve_seed, seed_everything
-    from trainlab.engine.threads import choose_threads
     from trainlab.engine.trainer import Trainer
 
     device = resolve_device(trainer_cfg.device)
@@ -127,11 +126,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     train = data.train_batches(
         seed, limit=trainer_cfg.limit_train_batches, drop_last_single=has_batch_norm(model)
     )
-    threads = None
+    threads, count = None, None
     if device.type == "cpu":
-        count, why = choose_threads(
-            trainer_cfg.num_threads, model, train.example(1)[0], train.batch_size
-        )
+        count, why = cpu_threads(trainer_cfg, resumed, model, optimizer, loss_fn, train)
         if count != torch.get_num_threads():  # leave torch's own pools alone otherwise
             torch.set_num_threads(count)
         threads = f"{count} CPU thread{'s' * (count > 1)} ({why})"
@@ -171,7 +168,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         precision=precision,
         compile_model=trainer_cfg.compile,
         channels_last=channels_last,
-        config=OmegaConf.to_container(cfg, resolve=True) | {"seed": seed},
+        config=resolved_config(cfg, seed, count),
     )
     if resumed is not None:
         trainer.restore(resumed)
@@ -214,6 +211,36 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         resumed_from=source if resumed is not None else None,
         threads=threads,
     )
+
+
+def cpu_threads(
+    trainer_cfg: TrainerSchema, resumed: dict[str, Any] | None, model, optimizer, loss_fn, train
+) -> tuple[int, str]:
+    """How many CPU threads the run trains with, and why. A resumed `auto` run keeps the
+    count it began with: the count changes the last bits of the numbers."""
+    from trainlab.engine.runtime import autocast
+    from trainlab.engine.threads import choose_threads
+
+    setting = trainer_cfg.num_threads
+    began_with = (resumed or {}).get("config", {}).get("trainer", {}).get("num_threads")
+    if setting == "auto" and isinstance(began_with, int):
+        return began_with, "the count the resumed run began with"
+    return choose_threads(
+        setting,
+        model,
+        optimizer,
+        loss_fn,
+        train.example(train.batch_size),
+        precision_context=autocast(trainer_cfg.precision, train.device),
+    )
+
+
+def resolved_config(cfg: DictConfig, seed: int, threads: int | None) -> dict[str, Any]:
+    """The config a checkpoint keeps: `cfg` with the seed and thread count the run used."""
+    config = OmegaConf.to_container(cfg, resolve=True) | {"seed": seed}
+    if threads is not None:
+        config["trainer"]["num_threads"] = threads
+    return config
 
 
 def run(cfg: DictConfig) -> float:
