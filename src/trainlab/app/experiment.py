@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.app import runs
 from trainlab.app.config import validate, validate_metrics
+from trainlab.app.early_checks import check_early
 from trainlab.app.sweeps.optuna_study import TRIAL_KEY
 from trainlab.errors import ConfigError, Preempted, TrainlabError
 
@@ -194,6 +195,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
 
 def run(cfg: DictConfig) -> float:
     """Train and test the experiment `cfg` describes; return its objective value."""
+    check_early(validate(cfg))  # before anything below reads a setting (cv.folds, resume)
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
