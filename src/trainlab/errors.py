@@ -100,9 +100,9 @@ def one_line(ex: BaseException) -> str:
         prefix = key.rpartition(".")[0]
         names = [f"{prefix}.{k}" if prefix else k for k in known]
         hint = did_you_mean(key, names)
-        listing = f"; keys there: {', '.join(names)}" if names else ""
+        keys = f"; keys there: {listing(names, 10)}" if names else ""
         return (
-            f"unknown config key '{key}'{hint}{listing} "
+            f"unknown config key '{key}'{hint}{keys} "
             f"(use +{key}=... only to add a key a custom _target_ accepts)"
         )
     if isinstance(ex, ConfigCompositionException) and (

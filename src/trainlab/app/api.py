@@ -60,10 +60,10 @@ def compose(
     from hydra import initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from trainlab.app.checks import check_options
+    from trainlab.app.checks import check_options, listed_groups_chosen
 
     register_resolvers()
-    overrides = list(overrides)
+    overrides = listed_groups_chosen(overrides, config_name)
     primary_folder = None
     if config_dir is not None:
         folder = Path(config_dir).absolute()

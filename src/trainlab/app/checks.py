@@ -25,6 +25,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from trainlab.app.config import validate
 from trainlab.app.early_checks import check_early
+from trainlab.app.help import OPTIONAL_GROUPS
 from trainlab.errors import ConfigError, exit_with, unknown_option
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -55,6 +56,16 @@ def check_options(
         for option in wanted:
             if options and option not in options:
                 raise ConfigError(unknown_option(group, option, options))
+
+
+def listed_groups_chosen(overrides: Sequence[str], config_name: str | None) -> list[str]:
+    """`+experiment=X` taken as `experiment=X` with trainlab's train.yaml, which lists the
+    optional groups already: Hydra refuses to add a listed group, and other project
+    templates teach the `+`."""
+    if config_name not in (None, "train"):
+        return list(overrides)
+    added = tuple(f"+{group}=" for group in OPTIONAL_GROUPS)
+    return [o[1:] if o.startswith(added) else o for o in overrides]
 
 
 def parse(overrides: Sequence[str]) -> list[Override]:

@@ -24,7 +24,7 @@ from trainlab.app.schemas import BatchSizeFindSchema, CVSchema, LRFindSchema, Ru
 from trainlab.app.sweeps.optuna_study import TRIAL_KEY
 from trainlab.components.metrics import TASK_METRICS, metric_names
 from trainlab.engine.schemas import TrainerSchema
-from trainlab.errors import ConfigError, did_you_mean
+from trainlab.errors import ConfigError, did_you_mean, listing
 from trainlab.schema import schema_for
 
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
@@ -72,6 +72,11 @@ def check_node(node: Any, key: str, schema: type) -> Any:
     `data.augment.shift`, checked the same way. `key` is the node's place in the config
     ("" for the top level).
     """
+    if not isinstance(node, (dict, DictConfig)):
+        known = ", ".join(f.name for f in fields(schema))
+        raise ConfigError(
+            f"{key}={_shown(node)} must be a block of keys: {known} (set one as {key}.<key>=...)"
+        )
     plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
     _check_types(plain, key, schema)
     try:
@@ -82,7 +87,7 @@ def check_node(node: Any, key: str, schema: type) -> Any:
         known = [f.name for f in fields(_nested_schema(schema, parents))]
         raise ConfigError(
             f"unknown config key '{_join(where, bad)}'{did_you_mean(bad, known)}; "
-            f"'{where}' takes: {', '.join(known) or 'no keys'}"
+            f"'{where}' takes: {listing(known, 10) or 'no keys'}"
         ) from None
     except (ValidationError, ConfigTypeError) as ex:
         # An item of a list field is reported by index (`hidden_sizes[0]`): name the field.
@@ -346,5 +351,15 @@ def _check_metric_names(cfg: DictConfig, allowed: list[str], what: str) -> None:
         if tag not in allowed:
             raise ConfigError(
                 f"{key}={tag!r} is not {what}{did_you_mean(str(tag), allowed)}; "
-                f"choose one of: {', '.join(allowed)}"
+                f"choose one of: {_metric_listing(allowed)}"
             )
+
+
+def _metric_listing(allowed: list[str]) -> str:
+    """`val/acc, val/loss, test/acc, test/loss` as `val/ or test/ + acc, loss`: short."""
+    val = sorted(n.removeprefix("val/") for n in allowed if n.startswith("val/"))
+    test = sorted(n.removeprefix("test/") for n in allowed if n.startswith("test/"))
+    if not val or val != test:
+        return ", ".join(allowed)
+    others = [n for n in allowed if not n.startswith(("val/", "test/"))]
+    return f"{', '.join(others)}, or val/ or test/ followed by one of: {', '.join(val)}"

@@ -26,6 +26,12 @@ def run_name(value: Any) -> str | None:
     return "must be a short label for the run folder's name, without '/', e.g. name=baseline"
 
 
+def batch_sizes(value: Any) -> str | None:
+    if value and positive_ints(value) is None:
+        return None
+    return "must be a list of positive integers to try, e.g. [32,64,128]"
+
+
 @dataclass
 class RunSchema:
     """The top-level settings of `train.yaml` besides the groups and the blocks below."""
@@ -50,7 +56,7 @@ class LRFindSchema:
 
 @dataclass
 class BatchSizeFindSchema:
-    candidates: list[int] = spec([16, 32, 64, 128, 256, 512, 1024, 2048], check=positive_ints)
+    candidates: list[int] = spec([16, 32, 64, 128, 256, 512, 1024, 2048], check=batch_sizes)
     steps: int = spec(5, ge=1)
     scale_lr: str = spec("none", choices=("none", "linear", "sqrt"))
 
