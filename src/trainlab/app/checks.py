@@ -3,17 +3,17 @@ named for a config group exists, every setting is valid (`config.validate`), and
 be found out about the data and the machine without torch is fine (`early_checks`).
 
 `CheckConfig` is the Hydra callback that does it (configs/hydra/default.yaml lists it
-before `run_folder`, so a refused command leaves no folder behind); `trainlab.compose`
+before `run_folder`, so a refused command leaves no folder behind; in a sweep it checks
+the options of every job, each job its own settings); `trainlab.compose`
 checks the options as well.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydra.core.config_loader import ConfigLoader
@@ -27,8 +27,6 @@ from trainlab.app.config import validate
 from trainlab.app.early_checks import check_early
 from trainlab.app.help import OPTIONAL_GROUPS
 from trainlab.errors import ConfigError, exit_with, unknown_option
-
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def check_options(
@@ -100,31 +98,14 @@ def check_job(config: DictConfig) -> None:
 
 
 def check_sweep(config: DictConfig) -> None:
-    """The options each job of a sweep names; with Hydra's grid sweeper, every job's whole
-    config too, before the first one runs."""
+    """The options each job of a sweep names (its search space's too), before the first job.
+    A job's settings are checked as the job starts: a bad value fails that job, and the
+    sweep goes on with the others, as for any failing job."""
     loader = GlobalHydra.instance().config_loader()
     params = config.hydra.sweeper.get("params") or {}
     swept = [f"{key}={value}" for key, value in params.items()]
     overrides = [*config.hydra.overrides.hydra, *swept, *config.hydra.overrides.task]
     check_options(loader, config.hydra.job.config_name, overrides, config.hydra.runtime.choices)
-    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
-        return  # the other sweepers draw their jobs as they go: each job checks itself
-    for job in grid([*swept, *config.hydra.overrides.task]):
-        check_job(loader.load_sweep_config(config, job))
-
-
-def grid(overrides: Sequence[str]) -> Iterator[list[str]]:
-    """The override lists of a grid sweep's jobs: every combination of the swept values
-    (the later of two overrides of one key wins, as in Hydra's grid sweeper)."""
-    by_key: dict[str, list[str]] = {}
-    for override in parse(overrides):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            by_key[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            by_key[key] = [override.input_line]
-    for job in itertools.product(*by_key.values()):
-        yield list(job)
 
 
 class CheckConfig(Callback):
