@@ -85,13 +85,15 @@ def check_node(node: Any, key: str, schema: type) -> Any:
         *parents, bad = str(ex.full_key or ex.key).split(".")
         where = _join(key, *parents)
         known = [f.name for f in fields(_nested_schema(schema, parents))]
-        raise ConfigError(
-            f"unknown config key '{_join(where, bad)}'{did_you_mean(bad, known)}; "
-            f"'{where}' takes: {listing(known, 10) or 'no keys'}"
-        ) from None
+        hint = did_you_mean(bad, known)  # else, what the node takes
+        takes = "" if hint else f"; '{where}' takes: {listing(known, 10) or 'no keys'}"
+        raise ConfigError(f"unknown config key '{_join(where, bad)}'{hint}{takes}") from None
     except (ValidationError, ConfigTypeError) as ex:
         # An item of a list field is reported by index (`hidden_sizes[0]`): name the field.
-        name = re.sub(r"\[\d+\]", "", str(ex.full_key or ex.key))
+        # A block given to a list field comes without a key: the field holding a block.
+        name = re.sub(r"\[\d+\]", "", str(ex.full_key or ex.key or ""))
+        if name in ("", "None"):
+            name = next(k for k, v in plain.items() if isinstance(v, (dict, DictConfig)))
         *parents, last = name.split(".")
         value: Any = plain
         for part in name.split("."):
