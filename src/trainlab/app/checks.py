@@ -92,8 +92,9 @@ def check_run(config: DictConfig) -> None:
 def check_job(config: DictConfig) -> None:
     """`validate` and the early checks, before Hydra has a run folder for `paths.output_dir`."""
     config = copy.deepcopy(config)
-    with read_write(config), open_dict(config):
-        config.paths.output_dir = "<run folder>"  # interpolated into the checkpoints' folder
+    if isinstance(config.get("paths"), DictConfig):
+        with read_write(config), open_dict(config):
+            config.paths.output_dir = "<run folder>"  # interpolated into the checkpoints' folder
     check_early(validate(config))
 
 
