@@ -81,3 +81,4 @@ def cosine_with_warmup(
         return cosine
     warmup = LinearLR(optimizer, start_factor=1.0 / (warmup_steps + 1), total_iters=warmup_steps)
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
