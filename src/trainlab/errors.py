@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from typing import NoReturn
 
@@ -38,6 +39,20 @@ def did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def listing(names: list[str], limit: int = 20) -> str:
+    """`names` joined for a line, the first `limit` of them when there are more."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    """The line for a config group's option that does not exist."""
+    return (
+        f"unknown option {group}={option}{did_you_mean(option, options)}; "
+        f"choose one of: {listing(options)} (e.g. {group}={options[0]})"
+    )
+
+
 def one_line(ex: BaseException) -> str:
     """Describe `ex` in one line that says what is wrong and how to fix it."""
     from hydra.errors import (
@@ -71,13 +86,9 @@ def one_line(ex: BaseException) -> str:
             f"cannot write or read {ex.filename}: {ex.strerror}; check the path, or point "
             "paths.root_dir at a writable folder (e.g. paths.root_dir=outputs)"
         )
-    if isinstance(ex, MissingConfigException) and ex.options is not None:
+    if isinstance(ex, MissingConfigException) and ex.options:
         group, _, option = (ex.missing_cfg_file or "").rpartition("/")
-        options = sorted(ex.options)
-        return (
-            f"unknown option {group}={option}{did_you_mean(option, options)}; "
-            f"choose one of: {', '.join(options)} (e.g. {group}={options[0]})"
-        )
+        return unknown_option(group, option, sorted(ex.options))
     cause = ex.__cause__
     if isinstance(ex, ConfigCompositionException) and isinstance(
         cause, (ConfigKeyError, ConfigAttributeError)
@@ -89,11 +100,15 @@ def one_line(ex: BaseException) -> str:
         prefix = key.rpartition(".")[0]
         names = [f"{prefix}.{k}" if prefix else k for k in known]
         hint = did_you_mean(key, names)
-        listing = f"; keys there: {', '.join(names)}" if names else ""
+        keys = f"; keys there: {listing(names, 10)}" if names else ""
         return (
-            f"unknown config key '{key}'{hint}{listing} "
+            f"unknown config key '{key}'{hint}{keys} "
             f"(use +{key}=... only to add a key a custom _target_ accepts)"
         )
+    if isinstance(ex, ConfigCompositionException) and (
+        line := _composition_line(str(ex), str(ex.__cause__))
+    ):
+        return line
     if isinstance(ex, ConfigCompositionException) and "No match in the defaults list" in str(ex):
         group = str(ex).split("'")[1] if "'" in str(ex) else str(ex)
         return (
@@ -124,6 +139,28 @@ def exit_with(ex: BaseException) -> NoReturn:
     label = getattr(ex, "label", "error")
     print(f"{label}: {one_line(ex)}", file=sys.stderr)
     sys.exit(getattr(ex, "exit_code", 2))
+
+
+def _composition_line(text: str, cause: str) -> str | None:
+    """Hydra's words for two mistakes in an override, in a user's."""
+    if found := re.match(
+        r"Multiple values for (\S+)\. To override a value use 'override \S+: (.+)'", text
+    ):
+        group, option = found.groups()
+        return (
+            f"+{group}={option} adds a group that train.yaml already lists (as optional): "
+            f"choose its option without the '+': {group}={option}"
+        )
+    if found := re.match(r"Error merging override (\+*)([^=]+)=(.*)", text):
+        add, key, value = found.groups()
+        if value.startswith("[") and "Cannot merge" in cause:
+            return (
+                f"{add}{key}={value} has the wrong type: {key} is a block of keys, not a list; "
+                f"set one key at a time: {key}.<key>=..."
+            )
+        if value.startswith("{") and "Cannot merge" in cause:
+            return f"{add}{key}={value} has the wrong type: {key} takes a list, e.g. {key}=[a,b]"
+    return None
 
 
 def _first_line(text: str) -> str:

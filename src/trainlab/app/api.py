@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainlab.app import runs
 from trainlab.app.config import check_resume, register_resolvers
@@ -61,8 +61,10 @@ def compose(
     from hydra import initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from trainlab.app.checks import check_options, listed_groups_chosen
+
     register_resolvers()
-    overrides = list(overrides)
+    overrides = listed_groups_chosen(overrides, config_name)
     primary_folder = None
     if config_dir is not None:
         folder = Path(config_dir).absolute()
@@ -84,7 +86,13 @@ def compose(
             if primary_folder is None
             else initialize_config_dir(primary_folder, version_base="1.3")
         ):
-            return hydra_compose(config_name=config_name, overrides=overrides)
+            cfg = hydra_compose(config_name, overrides, return_hydra_config=True)
+            # An optional group's missing option is skipped by Hydra: refused here.
+            loader = GlobalHydra.instance().config_loader()
+            check_options(loader, config_name, overrides, cfg.hydra.runtime.choices)
+            with open_dict(cfg):  # what hydra_compose does without return_hydra_config
+                del cfg["hydra"]
+            return cfg
     finally:
         if outer is not None:
             GlobalHydra.instance().initialize(outer)

@@ -242,8 +242,11 @@ def train_task(cfg: Any) -> float:
 def _hydra_train() -> Any:
     import hydra
 
-    from trainlab.app.help import check_config_dirs
+    from trainlab.app.checks import listed_groups_chosen
+    from trainlab.app.help import check_config_dirs, option_values
 
     check_config_dirs(sys.argv[1:])
+    names = option_values(sys.argv[1:], "--config-name", "-cn")
+    sys.argv[1:] = listed_groups_chosen(sys.argv[1:], names[-1] if names else None)
     configs = "pkg://trainlab.configs"  # the shipped configs, inside the installed package
     return hydra.main(version_base="1.3", config_path=configs, config_name="train")(train_task)()

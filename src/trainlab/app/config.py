@@ -10,17 +10,21 @@ names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import MISSING, fields, is_dataclass
-from typing import Any, get_type_hints
+import types
+from dataclasses import fields, is_dataclass
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError, ConfigTypeError, ValidationError
 
-from trainlab.app.schemas import MODES, BatchSizeFindSchema, CVSchema, LRFindSchema
+from trainlab.app.help import OPTIONAL_GROUPS
+from trainlab.app.schemas import BatchSizeFindSchema, CVSchema, LRFindSchema, RunSchema
+from trainlab.app.sweeps.optuna_study import TRIAL_KEY
 from trainlab.components.metrics import TASK_METRICS, metric_names
 from trainlab.engine.schemas import TrainerSchema
-from trainlab.errors import ConfigError, did_you_mean
+from trainlab.errors import ConfigError, did_you_mean, listing
 from trainlab.schema import schema_for
 
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
@@ -37,52 +41,131 @@ def register_resolvers() -> None:
 # Groups whose node is one component built from `_target_` (null target: switched off).
 COMPONENT_GROUPS = ("data", "model", "loss", "optim", "sched", "logger")
 REQUIRED_GROUPS = ("data", "model", "loss", "optim")
+GROUPS = (*COMPONENT_GROUPS, "trainer", "callbacks", "paths")
+# The top level of train.yaml besides its groups: RunSchema's settings and the run modes'
+# blocks; plus Hydra's own node and the key a job of an Optuna search carries.
+RUN_KEYS = tuple(f.name for f in fields(RunSchema))
+MODE_BLOCKS = ("cv", "lr_find", "batch_size_find")
+TOP_LEVEL = (*GROUPS, *RUN_KEYS, *MODE_BLOCKS)
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """Every top-level key is one train.yaml has: `+foo=1` is a mistake, not a setting."""
+    for key in cfg:
+        if key in TOP_LEVEL or key in ("hydra", TRIAL_KEY):
+            continue
+        if key in OPTIONAL_GROUPS:  # an option file without its package line lands here
+            raise ConfigError(
+                f"the settings of your {key}=... option landed under '{key}:', where nothing "
+                f"reads them; make '# @package _global_' the first line of its {key}/*.yaml"
+            )
+        raise ConfigError(
+            f"unknown config key '{key}'{did_you_mean(str(key), list(TOP_LEVEL))}; "
+            f"the top level takes: {', '.join(TOP_LEVEL)}"
+        )
 
 
 def check_node(node: Any, key: str, schema: type) -> Any:
     """Check one config node against `schema`; return the typed dataclass instance.
 
     A field whose type is itself a schema (dataclass) is a nested block of keys, e.g.
-    `data.augment.shift`, checked the same way.
+    `data.augment.shift`, checked the same way. `key` is the node's place in the config
+    ("" for the top level).
     """
+    if not isinstance(node, (dict, DictConfig)):
+        known = ", ".join(f.name for f in fields(schema))
+        raise ConfigError(
+            f"{key}={_shown(node)} must be a block of keys: {known} (set one as {key}.<key>=...)"
+        )
     plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
-    for name, block in _blocks(schema).items():
-        if name in plain and not isinstance(plain[name], (dict, DictConfig)):
-            known = ", ".join(f.name for f in fields(block))
-            raise ConfigError(
-                f"{key}.{name}={plain[name]!r} must be a block of keys: {known} "
-                f"(set one as {key}.{name}.<key>=...)"
-            )
+    _check_types(plain, key, schema)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
     except ConfigKeyError as ex:
         *parents, bad = str(ex.full_key or ex.key).split(".")
-        where = ".".join([key, *parents])
+        where = _join(key, *parents)
         known = [f.name for f in fields(_nested_schema(schema, parents))]
-        raise ConfigError(
-            f"unknown config key '{where}.{bad}'{did_you_mean(bad, known)}; "
-            f"'{where}' takes: {', '.join(known) or 'no keys'}"
-        ) from None
-    except ValidationError as ex:
+        hint = did_you_mean(bad, known)  # else, what the node takes
+        takes = "" if hint else f"; '{where}' takes: {listing(known, 10) or 'no keys'}"
+        raise ConfigError(f"unknown config key '{_join(where, bad)}'{hint}{takes}") from None
+    except (ValidationError, ConfigTypeError) as ex:
         # An item of a list field is reported by index (`hidden_sizes[0]`): name the field.
-        name = re.sub(r"\[\d+\]", "", str(ex.full_key or ex.key))
+        # A block given to a list field comes without a key: the field holding a block.
+        name = re.sub(r"\[\d+\]", "", str(ex.full_key or ex.key or ""))
+        if name in ("", "None"):
+            name = next(k for k, v in plain.items() if isinstance(v, (dict, DictConfig)))
         *parents, last = name.split(".")
         value: Any = plain
         for part in name.split("."):
             value = value.get(part) if hasattr(value, "get") else None
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value)
-        spot = {f.name: f for f in fields(_nested_schema(schema, parents))}.get(last)
-        check = spot.metadata.get("check") if spot is not None else None
-        if check is not None and (problem := check(value)):
-            raise ConfigError(f"{key}.{name}={value!r} has the wrong type: it {problem}") from None
-        expected = _type_name(spot.type) if spot is not None else "another type"
-        raise ConfigError(
-            f"{key}.{name}={value!r} has the wrong type: expected {expected}"
-        ) from None
+        spot = {f.name: f for f in fields(_nested_schema(schema, parents))}[last]
+        hint = get_type_hints(_nested_schema(schema, parents))[last]
+        raise _wrong_type(_join(key, name), value, spot, hint) from None
     instance = OmegaConf.to_object(merged)
     _check_fields(instance, key)
     return instance
+
+
+def _join(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
+
+
+def _check_types(plain: Any, key: str, schema: type) -> None:
+    """The types OmegaConf would convert without a word: a boolean is never a number or a
+    string (`seed=true` is not seed 1), and only a boolean is a boolean (`shuffle=-5` is not
+    true). A value of another type is left to OmegaConf's own check."""
+    hints = get_type_hints(schema)
+    for spot in fields(schema):
+        if spot.name not in plain:
+            continue
+        value, hint = plain[spot.name], hints[spot.name]
+        if is_dataclass(hint):
+            if not isinstance(value, (dict, DictConfig)):
+                known = ", ".join(f.name for f in fields(hint))
+                raise ConfigError(
+                    f"{_join(key, spot.name)}={_shown(value)} must be a block of keys: {known} "
+                    f"(set one as {_join(key, spot.name)}.<key>=...)"
+                )
+            _check_types(value, _join(key, spot.name), hint)
+        elif not _strictly_fits(value, hint):
+            raise _wrong_type(_join(key, spot.name), value, spot, hint)
+
+
+def _strictly_fits(value: Any, hint: Any) -> bool:
+    allowed = [t for t in _alternatives(hint) if t is not type(None)]
+    if value is None or Any in allowed:
+        return True  # null: OmegaConf knows which fields take it; Any: the field's check
+    if isinstance(value, bool):
+        return bool in allowed
+    if bool in allowed:
+        return False
+    if isinstance(value, (list, tuple, ListConfig)):
+        items = [get_args(t)[0] for t in allowed if get_origin(t) is list and get_args(t)]
+        return all(_strictly_fits(item, items[0]) for item in value) if items else True
+    return True
+
+
+def _alternatives(hint: Any) -> tuple[Any, ...]:
+    return get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+
+
+def _wrong_type(key: str, value: Any, spot: Any, hint: Any) -> ConfigError:
+    check = spot.metadata.get("check")
+    if check is not None and (problem := check(_plain(value))):
+        return ConfigError(f"{key}={_shown(value)} has the wrong type: it {problem}")
+    return ConfigError(f"{key}={_shown(value)} has the wrong type: expected {_type_name(hint)}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as the message shows it, cut short if long."""
+    text = "null" if value is None else repr(_plain(value))
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _blocks(schema: type) -> dict[str, type]:
@@ -99,41 +182,60 @@ def _nested_schema(schema: type, path: list[str]) -> type:
 
 def _check_fields(instance: Any, key: str) -> None:
     """Ranges of every field (nested blocks included), then the schema's own cross-check."""
+    hints = get_type_hints(type(instance))
     for f in fields(instance):
         value = getattr(instance, f.name)
         if is_dataclass(value):
-            _check_fields(value, f"{key}.{f.name}")
+            _check_fields(value, _join(key, f.name))
         else:
-            _check_range(f"{key}.{f.name}", value, f.metadata, f.default)
+            _check_range(_join(key, f.name), value, f, hints[f.name])
     if hasattr(instance, "cross_check"):
         instance.cross_check(key)
 
 
+# A type in a user's words, alone and in a list.
 _TYPE_NAMES = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "str": "a string",
-    "None": "null",
-    "list[int]": "a list of integers",
-    "list[float]": "a list of numbers",
-    "list[str]": "a list of strings",
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    bool: ("true or false", "booleans"),
+    str: ("a string", "strings"),
 }
 
 
-def _type_name(annotation: Any) -> str:
-    """A field's type in a user's words: `int | None` -> "an integer or null"."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    names = [_TYPE_NAMES.get(part.strip()) for part in text.split("|")]
-    if not all(names):
-        return f"a value of type {text}"
-    optional = " (or null)" if "null" in names else ""
-    return " or ".join(name for name in names if name != "null") + optional
+def _type_name(hint: Any) -> str:
+    """A field's type in a user's words: `int | None` -> "an integer (or null)"."""
+    names = []
+    for option in _alternatives(hint):
+        if option is type(None):
+            continue
+        if get_origin(option) is list:
+            item = (*get_args(option), None)[0]
+            names.append(f"a list of {_TYPE_NAMES[item][1]}" if item in _TYPE_NAMES else "a list")
+        else:
+            names.append(_TYPE_NAMES.get(option, ("another type",))[0])
+    optional = " (or null)" if type(None) in _alternatives(hint) else ""
+    return " or ".join(names) + optional
 
 
-def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> None:
-    if value is None or not meta:
+def _check_range(key: str, value: Any, spot: Any, hint: Any) -> None:
+    meta = spot.metadata
+    if value is None:
+        if type(None) in _alternatives(hint) or Any not in _alternatives(hint):
+            return  # a field typed Optional takes null; OmegaConf refused it for the others
+        if meta.get("check") and (problem := meta["check"](value)):
+            raise ConfigError(f"{key}=null {problem}")
         return
+    if _has_non_finite(value):
+        example = f", e.g. {key}={spot.default:g}" if _is_number(spot.default) else ""
+        alternative = " (or null)" if type(None) in _alternatives(hint) else ""
+        what = (
+            "holds a number that is not finite"
+            if isinstance(value, list)
+            else ("is not a finite number")
+        )
+        raise ConfigError(
+            f"{key}={_shown(value)} {what}: give a finite value{alternative}{example}"
+        )
     if meta.get("choices") and value not in meta["choices"]:
         options = ", ".join(str(c) for c in meta["choices"])
         raise ConfigError(
@@ -141,7 +243,7 @@ def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> Non
             f"choose one of: {options}"
         )
     if meta.get("check") and (problem := meta["check"](value)):
-        raise ConfigError(f"{key}={value!r} {problem}")
+        raise ConfigError(f"{key}={_shown(value)} {problem}")
     bounds = (
         ("gt", ">", lambda v, b: v > b),
         ("ge", ">=", lambda v, b: v >= b),
@@ -151,10 +253,23 @@ def _check_range(key: str, value: Any, meta: Any, default: Any = MISSING) -> Non
     for name, symbol, ok in bounds:
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):
-            example = f", e.g. {key}={default:g}" if isinstance(default, (int, float)) else ""
+            example = f", e.g. {key}={spot.default:g}" if _is_number(spot.default) else ""
             raise ConfigError(
                 f"{key}={value!r} is out of range: it must be {symbol} {bound:g}{example}"
             )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _has_non_finite(value: Any) -> bool:
+    """inf or nan, also inside a list: no shipped setting means either."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
@@ -167,9 +282,12 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     here, and against the data's own task by `validate_metrics` once the data is loaded.
     """
     checked: dict[str, Any] = {}
+    check_top_level(cfg)
     for group in REQUIRED_GROUPS:
         if cfg.get(group) is None or cfg[group].get("_target_") is None:
             raise ConfigError(f"'{group}' needs a _target_: pick an option, e.g. {group}=...")
+    scalars = {k: cfg[k] for k in RUN_KEYS if k in cfg}
+    checked["run"] = check_node(OmegaConf.create(scalars), "", RunSchema)
     for group in COMPONENT_GROUPS:
         node = cfg.get(group)
         if node is not None and (schema := schema_for(node.get("_target_"))):
@@ -180,19 +298,16 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     checked["batch_size_find"] = check_node(
         cfg.batch_size_find, "batch_size_find", BatchSizeFindSchema
     )
-    if cfg.mode not in MODES:
-        raise ConfigError(
-            f"mode={cfg.mode!r} is not allowed{did_you_mean(str(cfg.mode), list(MODES))}; "
-            f"choose one of: {', '.join(MODES)}"
-        )
     for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and not (isinstance(node, DictConfig) and node.get("_target_")):
+            raise ConfigError(
+                f"callbacks.{name}={_shown(node)} is not a callback: give it a _target_ (its "
+                f"class, e.g. +callbacks.{name}._target_=mypkg.MyCallback), or null for none"
+            )
         if node is not None and (schema := schema_for(node.get("_target_"))):
             checked[f"callbacks.{name}"] = check_node(node, f"callbacks.{name}", schema)
 
     check_resume(cfg)
-    seed = cfg.get("seed")
-    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**32):
-        raise ConfigError(f"seed={seed!r} must be an integer in [0, 2**32) or null (draw one)")
     # `auto` (the objective resolved for the data's task) stands until the data is loaded.
     any_task = sorted({n for task in TASK_METRICS for n in metric_names(task)}, key=_metric_order)
     _check_metric_names(cfg, ["auto", *any_task], "a logged metric")
@@ -238,5 +353,15 @@ def _check_metric_names(cfg: DictConfig, allowed: list[str], what: str) -> None:
         if tag not in allowed:
             raise ConfigError(
                 f"{key}={tag!r} is not {what}{did_you_mean(str(tag), allowed)}; "
-                f"choose one of: {', '.join(allowed)}"
+                f"choose one of: {_metric_listing(allowed)}"
             )
+
+
+def _metric_listing(allowed: list[str]) -> str:
+    """`val/acc, val/loss, test/acc, test/loss` as `val/ or test/ + acc, loss`: short."""
+    val = sorted(n.removeprefix("val/") for n in allowed if n.startswith("val/"))
+    test = sorted(n.removeprefix("test/") for n in allowed if n.startswith("test/"))
+    if not val or val != test:
+        return ", ".join(allowed)
+    others = [n for n in allowed if not n.startswith(("val/", "test/"))]
+    return f"{', '.join(others)}, or val/ or test/ followed by one of: {', '.join(val)}"

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainlab.app import runs
 from trainlab.app.config import validate, validate_metrics
+from trainlab.app.early_checks import check_early
 from trainlab.app.hparams import chosen_hparams, hparams
 from trainlab.app.sweeps.optuna_study import TRIAL_KEY
 from trainlab.errors import ConfigError, Preempted, TrainlabError
@@ -248,6 +249,7 @@ def run(cfg: DictConfig) -> float:
     from trainlab.engine import preemption
 
     preemption.phase = "checking the config"
+    check_early(validate(cfg))  # before anything below reads a setting (cv.folds, resume)
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
