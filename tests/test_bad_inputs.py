@@ -180,7 +180,7 @@ def test_unwritable_output_folder(tmp_path) -> None:
     result = train_cli("trainer.max_epochs=1", f"paths.root_dir={blocker}/out", cwd=tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert "Not a directory" in line and "paths.root_dir" in line
+    assert "is a file, not a folder" in line and "paths.root_dir" in line
     assert blocker.read_text() == "not a folder"
 
 

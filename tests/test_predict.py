@@ -259,9 +259,9 @@ BAD = [
     (["run=nowhere", "input=ok.npy"], "run=nowhere: no such run folder"),
     (["run=afile", "input=ok.npy"], "run=afile is a file, not a run folder"),
     (["run=notrun", "input=ok.npy"], "run=notrun is not a trainlab run folder (no data_info.json)"),
-    (["run=RUNS", "input=ok.npy"], "(no data_info.json); it holds run folders (diabetes, digits,"),
+    (["run=RUNS", "input=ok.npy"], "(no data_info.json); it holds run folders ("),
     (["run=RUNS/cv", "input=ok.npy"], "it holds run folders (fold_0, fold_1): pick one"),
-    (["run=badinfo", "input=ok.npy"], "run=badinfo: data_info.json cannot be read"),
+    (["run=badinfo", "input=ok.npy"], "badinfo/data_info.json cannot be read"),
     (["run=nocheckpoints", "input=ok.npy"], "has no checkpoints/best.pt or last.pt"),
     (
         ["run=unfinished", "input=ok.npy", "checkpoint=best"],

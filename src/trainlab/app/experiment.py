@@ -260,7 +260,6 @@ def run(cfg: DictConfig) -> float:
     if cfg.cv.folds:
         from trainlab.app.cross_validation import cross_validate
 
-        validate(cfg)
         runs.record_run_config(cfg)
         return cross_validate(cfg)
     started = time.perf_counter()

@@ -125,9 +125,10 @@ def training_step(
     precision_context: AbstractContextManager | None = None,
 ) -> Step:
     """One training step (forward, loss, backward, optimizer step) on `batch`, as a
-    function, on copies of `model` and `optimizer`: the originals are never touched."""
+    function, on copies of `model`, `optimizer` and `loss_fn`: the originals are never
+    touched (a loss may keep state, e.g. a count of its calls)."""
     # Copied together, so the copied optimizer steps the copied model's parameters.
-    model, optimizer = copy.deepcopy((model, optimizer))
+    model, optimizer, loss_fn = copy.deepcopy((model, optimizer, loss_fn))
     model.train()
     inputs, targets = batch
     context = precision_context if precision_context is not None else nullcontext()
