@@ -35,6 +35,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     if config.pluginmanager.has_plugin("xdist") and config.getoption("numprocesses") is None:
         config.option.numprocesses = "auto"
+        if config.getoption("dist") == "no":  # long tests last must not leave a worker idle
+            config.option.dist = "worksteal"
 
 
 

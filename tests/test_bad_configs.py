@@ -286,6 +286,7 @@ def composed(group: str, option: str) -> Any:
     return compose(f"{group}={option}", *COMPANIONS.get(option, []))
 
 
+@pytest.mark.slow  # 168 fields x 12 values: ~80 s of work; the tables above run by default
 @pytest.mark.parametrize(("group", "option", "key", "hint"), fuzz_cases())
 def test_every_wrong_value_gets_a_line_naming_its_key(group, option, key, hint) -> None:
     takes_bool = "bool" in str(hint) or hint is Any

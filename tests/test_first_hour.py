@@ -76,6 +76,7 @@ def test_shipped_models_on_other_data_run_clean(overrides, tmp_path, capfd, capl
     assert events(run_dir).Tags()["graph"]
 
 
+@pytest.mark.slow  # the in-process recipe tests above check the same words
 def test_the_command_prints_no_trace_for_a_transformer(tmp_path) -> None:
     """What a user's terminal shows: the real command, in its own process."""
     proc = train_cli("experiment=text_transformer", "debug=fast", cwd=tmp_path)

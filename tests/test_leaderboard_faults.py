@@ -152,6 +152,7 @@ def test_pruned_trials_are_marked_in_the_leaderboard(pruned_study) -> None:
             assert f"job {trial.number} pruned in " in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_study_with_other_settings_continues_only_when_asked(pruned_study) -> None:
     _, sweep, study = pruned_study
     cwd = sweep.parents[2]

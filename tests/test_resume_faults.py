@@ -94,6 +94,7 @@ def test_refused_resumes_change_nothing_and_resume_auto_still_finds_the_run(two_
     ]
 
 
+@pytest.mark.slow
 def test_resume_auto_skips_corrupt_run_folders_quietly(two_runs) -> None:
     cwd, _, unfinished = two_runs
     runs = unfinished.parent
@@ -184,6 +185,7 @@ def test_a_file_as_run_folder_is_one_line(tmp_path) -> None:
     assert file.read_text() == "a file"
 
 
+@pytest.mark.slow
 def test_resume_from_a_file_that_is_not_a_checkpoint(two_runs) -> None:
     cwd, _, unfinished = two_runs
     before = snapshot(unfinished)
@@ -192,6 +194,7 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(two_runs) -> None:
     assert snapshot(unfinished) == before
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_while_writing_metrics_and_best_checkpoint(two_runs) -> None:
     cwd, finished, unfinished = two_runs
     shutil.rmtree(unfinished)  # the finished run is the only candidate
@@ -233,7 +236,13 @@ def test_resume_of_a_read_only_run_is_one_line_and_changes_nothing(two_runs) -> 
 
 
 # ---------------------------------------------------------------- schedule re-planning
-SCHEDULES = ["none", "step", "exponential", "plateau", "cosine", "onecycle"]
+# The schedules planned over the run's length run by default; the rest with -m slow.
+SCHEDULES = [
+    *(pytest.param(name, marks=pytest.mark.slow) for name in ("none", "step", "exponential")),
+    pytest.param("plateau", marks=pytest.mark.slow),
+    "cosine",
+    "onecycle",
+]
 
 
 def final_lr(run_dir: Path) -> float:

@@ -308,6 +308,7 @@ def test_interrupted_study_resumes_and_retries_the_cut_trial(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------- failures
+@pytest.mark.slow
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
     proc = train_cli(
         "-m",
@@ -339,6 +340,7 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None
     assert proc.stderr.count("error: optim.lr=-1.0 is out of range") == len(failed)
 
 
+@pytest.mark.slow  # tests/test_leaderboard_faults.py checks a failed job by default
 def test_grid_sweep_runs_every_job_then_reports_the_failure(tmp_path: Path) -> None:
     proc = train_cli("-m", "optim.lr=-1,0.01", "trainer.max_epochs=1", *QUICK, cwd=tmp_path)
     assert proc.returncode == 2
