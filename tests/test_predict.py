@@ -280,7 +280,7 @@ BAD = [
     ),
     (["run=otherinfo", "input=ok.npy"], "needs (9, 64); use this run's checkpoints"),
     (["run=notokenizer", "input=blank.txt"], "cannot read the text preprocessor"),
-    (["run=DIGITS", "input=missing.npy"], "input=missing.npy: file not found; check the path"),
+    (["run=DIGITS", "input=missing.npy"], "input=missing.npy: file not found (looked in "),
     (["run=DIGITS", "input=adir"], "input=adir: is a folder, not a file"),
     (["run=DIGITS", "input=empty.csv"], "input=empty.csv: the file is empty; it needs a .npy"),
     (["run=DIGITS", "input=notes.xlsx"], "unsupported file type (.xlsx); it needs a .npy / .npz"),

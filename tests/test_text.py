@@ -293,7 +293,7 @@ def test_a_text_file_needs_its_path_and_a_known_tokenizer() -> None:
     [
         (
             ["data.path=missing.csv"],
-            "error: data.path=missing.csv: no such file (resolved to {cwd}/missing.csv); "
+            "error: data.path=missing.csv: file not found (looked in {cwd}/missing.csv); "
             "point data.path at a CSV file with a text column and a label column",
         ),
         (

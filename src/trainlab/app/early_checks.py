@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainlab.components.data.file_checks import TEXT_FIX, TEXT_NEEDS, check_file
 from trainlab.components.data.schemas import TableFileSchema, TextSchema
 from trainlab.errors import ConfigError, TrainlabError, did_you_mean, listing
 
@@ -35,12 +36,7 @@ def check_early(checked: dict[str, Any]) -> None:
 
 def check_table_file(data: TableFileSchema) -> None:
     path = Path(data.path)
-    if not path.is_file():
-        where = f" (looked in {path.resolve()})" if not path.is_absolute() else ""
-        problem = "is a folder, not a file" if path.is_dir() else f"file not found{where}"
-        raise TrainlabError(f"data.path={path}: {problem}; check the path")
-    if path.stat().st_size == 0:
-        raise TrainlabError(f"data.path={path}: the file is empty")
+    check_file(path, "data.path")
     columns = header(path)
     if columns is None:
         return
@@ -63,15 +59,7 @@ def check_table_file(data: TableFileSchema) -> None:
 
 def check_text_file(data: TextSchema) -> None:
     path = Path(data.path)
-    if not path.is_file():
-        raise TrainlabError(
-            f"data.path={path}: no such file (resolved to {path.resolve()}); "
-            "point data.path at a CSV file with a text column and a label column"
-        )
-    if path.stat().st_size == 0:
-        raise TrainlabError(
-            f"data.path={path} is empty; it needs a header line (e.g. text,label) and rows"
-        )
+    check_file(path, "data.path", TEXT_FIX, TEXT_NEEDS)
     columns = header(path)
     if columns is None:
         return

@@ -33,6 +33,7 @@ from trainlab.app.predict_run import (
     read_checkpoint,
 )
 from trainlab.components.data.datasets import DataInfo
+from trainlab.components.data.file_checks import check_file
 from trainlab.errors import TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")
@@ -182,8 +183,7 @@ def predict_command(argv: list[str]) -> Path:
     source, output = Path(options["input"]), Path(options["output"])
     check_output(output, source)
     if not source.is_file():  # before the model is loaded: fail early
-        problem = "is a folder, not a file" if source.is_dir() else "file not found"
-        raise TrainlabError(f"input={source}: {problem}; check the path")
+        check_file(source, "input")
     predictor = Predictor.load(options["run"], options.get("checkpoint"))
     inputs = predictor.read(source)
     predictions = predictor.predict(inputs, f"input={source}")

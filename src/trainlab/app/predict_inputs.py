@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainlab.components.data import file_checks
 from trainlab.components.data.datasets import DataInfo
 from trainlab.components.data.files import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from trainlab.components.data.preprocessing import TablePreprocessor, numeric_column
@@ -42,11 +43,7 @@ def check_file(path: Path, what: str, suffixes: tuple[str, ...], takes: str) -> 
     if not path.name.lower().endswith(suffixes):
         kind = "".join(path.suffixes) or "no extension"
         raise TrainlabError(f"{what}={path}: unsupported file type ({kind}); it needs {takes}")
-    if not path.is_file():
-        problem = "is a folder, not a file" if path.is_dir() else "file not found"
-        raise TrainlabError(f"{what}={path}: {problem}; check the path")
-    if path.stat().st_size == 0:
-        raise TrainlabError(f"{what}={path}: the file is empty; it needs {takes}")
+    file_checks.check_file(path, what, needs=takes)
 
 
 def note_unused(columns: list[str], used: list[str], where: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainlab.components.data.file_checks import check_file
 from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
@@ -61,16 +62,6 @@ def read_table(
     check_columns(frame, path, what)
     frame.columns = [str(column) for column in frame.columns]
     return frame
-
-
-def check_file(path: Path, what: str) -> None:
-    """An existing, non-empty file at `path`, or an error saying what is there instead."""
-    if not path.is_file():
-        where = f" (looked in {path.resolve()})" if not path.is_absolute() else ""
-        problem = "is a folder, not a file" if path.is_dir() else f"file not found{where}"
-        raise TrainlabError(f"{what}={path}: {problem}; check the path")
-    if path.stat().st_size == 0:
-        raise TrainlabError(f"{what}={path}: the file is empty")
 
 
 def first_line(ex: BaseException) -> str:

@@ -42,7 +42,8 @@ IMPUTE = ("drop", "mean", "median", "most_frequent", "knn")
 # A date column becomes these numeric inputs (`<column>_year`, ...); `days` counts days
 # (with the time of day as a fraction) since 1970-01-01 UTC.
 DATE_PARTS = ("year", "month", "day", "weekday", "days")
-# A text that may be a date or a date and time: 2024-03-01, 01/03/2024, 2024-03-01T12:30:00Z.
+# A text that may be a date, or a date and time: year-month-day, day/month/year or
+# month/day/year (any of - / . between), then an optional time of day and UTC offset.
 DATE_LIKE = re.compile(
     r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
     r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?"

@@ -17,6 +17,7 @@ import torch
 
 from trainlab.components.data import files
 from trainlab.components.data.datasets import DataBundle, DataInfo, Split, split_rows
+from trainlab.components.data.file_checks import TEXT_FIX, TEXT_NEEDS, check_file
 from trainlab.components.data.text import PADDING_IDX, UNKNOWN_IDX, TextPreprocessor
 from trainlab.errors import TrainlabError
 
@@ -45,15 +46,7 @@ def load_text(
 
 def read_csv(path: Path) -> pd.DataFrame:
     """Every cell as the string it is in the file (an empty cell is an empty string)."""
-    if not path.is_file():
-        raise TrainlabError(
-            f"data.path={path}: no such file (resolved to {path.resolve()}); "
-            "point data.path at a CSV file with a text column and a label column"
-        )
-    if path.stat().st_size == 0:
-        raise TrainlabError(
-            f"data.path={path} is empty; it needs a header line (e.g. text,label) and rows"
-        )
+    check_file(path, "data.path", TEXT_FIX, TEXT_NEEDS)
     frame = files.read_csv(path, "data.path", dtype=str, keep_default_na=False)
     if frame.empty:
         columns = ", ".join(frame.columns)
