@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # SIGUSR1 does not exist on Windows
@@ -41,18 +41,8 @@ def _raise(signum: int, frame: object) -> None:
 @contextmanager
 def stops_raise() -> Iterator[None]:
     """Within the block (a whole command), a stop signal raises `Stopped`."""
-    if threading.current_thread() is not threading.main_thread():
+    with _stop_signals_call(_raise):
         yield
-        return
-    previous = {}
-    for name in STOP_SIGNALS:
-        if (number := getattr(signal, name, None)) is not None:
-            previous[number] = signal.signal(number, _raise)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _record(signum: int, frame: object) -> None:
@@ -71,18 +61,27 @@ def handled() -> Iterator[None]:
     loop did not act on is still `requested()` at the block's end: the caller's to raise)."""
     global _received
     _received = None
-    # Python lets only the main thread install handlers; elsewhere signals keep their
-    # default effect (a launcher running jobs in threads handles them itself).
+    try:
+        with _stop_signals_call(_record):
+            yield
+    finally:
+        _received = None
+
+
+@contextmanager
+def _stop_signals_call(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Within the block, every stop signal calls `handler`; the previous handlers after.
+    Python lets only the main thread install handlers; elsewhere signals keep their
+    default effect (a launcher running jobs in threads handles them itself)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {}
     for name in STOP_SIGNALS:
         if (number := getattr(signal, name, None)) is not None:
-            previous[number] = signal.signal(number, _record)
+            previous[number] = signal.signal(number, handler)
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        _received = None
+        for number, handler_before in previous.items():
+            signal.signal(number, handler_before)
