@@ -1,4 +1,4 @@
-"""The README's "Use from Python" and "Extending trainlab" examples run as printed.
+"""The README's "Use from Python" and docs/extending.md's examples run as printed.
 
 A fenced block whose first line is `# <path>` is a file to write; any other ```python block
 is run in-process and any ```bash line runs in a shell, all in a fresh folder.
@@ -27,10 +27,10 @@ def section(title: str) -> str:
     return text[start:end]
 
 
-def blocks(title: str) -> list[tuple[str, str, str | None]]:
-    """(language, code, file path or None) of each fenced block in the section."""
+def blocks(text: str) -> list[tuple[str, str, str | None]]:
+    """(language, code, file path or None) of each fenced block in `text`."""
     found = []
-    for language, code in BLOCK.findall(section(title)):
+    for language, code in BLOCK.findall(text):
         path = FILE.match(code.splitlines()[0])
         found.append((language, code, path.group(1) if path else None))
     return found
@@ -40,7 +40,7 @@ def test_use_from_python_runs_as_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    examples = blocks("Use from Python")
+    examples = blocks(section("Use from Python"))
     assert [language for language, _, _ in examples] == ["python", "python"]
     for _, code, _ in examples:
         exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
@@ -57,7 +57,7 @@ def test_use_from_python_runs_as_printed(
 def test_extending_trainlab_runs_as_printed(tmp_path: Path) -> None:
     """The user's package and configs, written as printed, train from the command line in
     their folder, with no PYTHONPATH pointing there."""
-    examples = blocks("Extending trainlab")
+    examples = blocks((ROOT / "docs" / "extending.md").read_text())
     commands = []
     for language, code, path in examples:
         if path is not None:
