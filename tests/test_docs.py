@@ -51,7 +51,8 @@ def commands(text: str) -> list[list[str]]:
                 words = words[1:]
             else:
                 continue
-            if words[:1] == ["predict"] or any(w.startswith("--") for w in words):
+            subcommand = words[:1] and "=" not in words[0] and words[0] != "-m"
+            if subcommand or any(w.startswith("--") for w in words):  # predict, export, ...
                 continue
             found.append(words)
     return found
