@@ -1,0 +1,152 @@
+"""Model compression: dynamic int8 quantization and magnitude pruning, on plain modules.
+
+Quantization is torch's own post-training dynamic quantization (`quantize_dynamic`): int8
+weights for Linear, LSTM and GRU layers, activations quantized on the fly, CPU kernels
+(fbgemm / x86). torchao's `quantize_` covers Linear layers only, not LSTM or GRU; see
+docs/compress.md for the comparison.
+
+Pruning computes masks with `torch.nn.utils.prune`'s own methods (L1 magnitude,
+unstructured, or Ln-norm over whole output rows / channels, structured) and writes the
+zeros into the weights, so the model keeps its plain parameter names: a pruned model's
+state dict loads into an unpruned one, checkpoints and resume work unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+# The layers whose `weight` pruning zeroes: the ones that hold nearly all of a model's weights.
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+QUANTIZABLE = {nn.Linear, nn.LSTM, nn.GRU}
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` (float32, on the CPU) with int8 Linear / LSTM / GRU layers.
+
+    `torch.ao.quantization` says it is deprecated in favour of torchao, which has no
+    LSTM / GRU counterpart; it is what torch ships for them, so its warning is silenced
+    here and a test pins the behaviour.
+    """
+    import copy
+
+    from torch.ao.quantization import quantize_dynamic
+
+    model = copy.deepcopy(model).cpu().float().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        return quantize_dynamic(model, QUANTIZABLE, dtype=torch.qint8)
+
+
+def _quantized_rnns(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase
+
+    for name, module in model.named_modules():
+        if isinstance(module, RNNBase):
+            yield name, module
+
+
+def quantized_state_dict(model: nn.Module) -> dict[str, Any]:
+    """The state dict of a `quantize_int8` model in tensors only, so `torch.load` reads it
+    with `weights_only`: a quantized LSTM / GRU keeps its weights as packed C++ objects,
+    saved here as their int8 tensors and float biases (`<layer>.weight_bias.<name>`)."""
+    state = model.state_dict()
+    for name, module in _quantized_rnns(model):
+        prefix = f"{name}." if name else ""
+        for key in [k for k in state if k.startswith(f"{prefix}_all_weight_values.")]:
+            del state[key]
+        for values in module._weight_bias().values():
+            for key, tensor in values.items():
+                state[f"{prefix}weight_bias.{key}"] = tensor.detach()
+    return state
+
+
+def load_quantized_state_dict(model: nn.Module, state: dict[str, Any]) -> None:
+    """Load what `quantized_state_dict` wrote into a `quantize_int8` model of the same
+    architecture (every key must be used, as `load_state_dict` requires)."""
+    metadata = getattr(state, "_metadata", None)  # the layers' format versions
+    state = OrderedDict(state)
+    if metadata is not None:
+        state._metadata = metadata
+    for name, module in _quantized_rnns(model):
+        prefix = f"{name}." if name else ""
+        values = {
+            k[len(prefix) + len("weight_bias.") :]: state.pop(k)
+            for k in list(state)
+            if k.startswith(f"{prefix}weight_bias.")
+        }
+        module.set_weight_bias(values)
+        # The packed weights just made, under the keys the layer's own loading reads.
+        state.update({prefix + key: value for key, value in module.state_dict().items()})
+    model.load_state_dict(state)
+
+
+def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every layer pruning acts on, in the model's order."""
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE):
+            yield name, module
+
+
+def pruning_masks(
+    model: nn.Module,
+    amount: float,
+    structured: bool = False,
+    norm: float = 1,
+    masks: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """A mask (1 keep, 0 drop) for the weight of each prunable layer, per layer.
+
+    Unstructured: the `amount` fraction of each layer's weights smallest in magnitude.
+    Structured: the `amount` fraction of each layer's output units (rows of a Linear,
+    channels of a Conv) smallest in Ln norm; a model's last layer (its outputs) is left
+    whole, since a class with zeroed logits is a class lost. Earlier `masks` are kept:
+    what they pruned stays pruned, and the fraction counts it.
+    """
+    layers = list(prunable_layers(model))
+    if structured:
+        layers = layers[:-1]
+    new = {}
+    for name, module in layers:
+        weight = module.weight.detach()
+        start = (masks or {}).get(name)
+        start = torch.ones_like(weight) if start is None else start.to(weight.device, weight.dtype)
+        if structured:
+            method = prune.LnStructured(amount, n=norm, dim=0)
+            # LnStructured ranks the masked weight, so channels pruned before rank lowest.
+            mask = method.compute_mask(weight * start, default_mask=start)
+        else:
+            mask = prune.L1Unstructured(amount).compute_mask(weight * start, default_mask=start)
+        new[name] = mask.to(torch.bool)
+    return new
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights (and, structured, the bias of a pruned unit) in place."""
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        module = modules[name]
+        module.weight.mul_(mask.to(module.weight.device))
+        bias = getattr(module, "bias", None)
+        if bias is not None and mask.dim() > 1:
+            units = mask.flatten(1).any(dim=1)
+            if not units.all():
+                bias.mul_(units.to(bias.device, bias.dtype))
+
+
+def sparsity(model: nn.Module) -> float:
+    """The fraction of the prunable layers' weights that are exactly zero."""
+    zeros = total = 0
+    for _, module in prunable_layers(model):
+        zeros += int((module.weight == 0).sum())
+        total += module.weight.numel()
+    return zeros / max(total, 1)
