@@ -178,7 +178,7 @@ def measure(model: Any, run: Any, file_sizes: Any) -> dict[str, Any]:
     """Size, the test metrics and CPU latency (median of repeated calls) of `model`."""
     size, zipped = file_sizes(model)
     values = run.evaluate(model)
-    rows = run.test_inputs
+    rows = run.inputs
     return {
         "size_bytes": size,
         "zipped_bytes": zipped,

@@ -10,9 +10,7 @@ layers when the method was `quantize`, and loads the weights: nothing from the f
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +29,14 @@ MANIFEST = "compressed.json"
 def write_compressed(
     folder: Path, model: nn.Module, manifest: dict[str, Any], run_dir: Path, table: str
 ) -> Path:
-    """Write the folder whole into a temporary sibling, then move it into place: a stop
-    midway leaves the previous result (or nothing), never half of one."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the result is a normal folder
-    try:
+    """Write the folder whole (see `folder_written`)."""
+    from trainlab.app.run_model import folder_written
+
+    with folder_written(folder) as tmp:
         torch.save(state_dict_of(model), tmp / MODEL_FILE)
         shutil.copyfile(run_dir / DATA_INFO_FILE, tmp / DATA_INFO_FILE)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         (tmp / "report.md").write_text(table + "\n")
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -9,6 +9,11 @@ the preprocessing fitted on the same training rows.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +44,21 @@ class RunModel:
     loss_fn: nn.Module
     seed: int
     metric: str  # the test metric reported: the objective's test counterpart
-    test_batches: list[tuple[torch.Tensor, torch.Tensor]]
+    split: str
+    batches: list[tuple[torch.Tensor, torch.Tensor]]  # of `split`
 
     @property
-    def test_inputs(self) -> torch.Tensor:
-        """The test split's inputs in one tensor (the first batch's, when batches differ in
+    def inputs(self) -> torch.Tensor:
+        """The split's inputs in one tensor (the first batch's, when batches differ in
         shape, as padded token batches may)."""
         try:
-            return torch.cat([inputs for inputs, _ in self.test_batches])
+            return torch.cat([inputs for inputs, _ in self.batches])
         except RuntimeError:
-            return self.test_batches[0][0]
+            return self.batches[0][0]
 
     @property
-    def test_targets(self) -> torch.Tensor:
-        return torch.cat([targets for _, targets in self.test_batches])
+    def targets(self) -> torch.Tensor:
+        return torch.cat([targets for _, targets in self.batches])
 
     def new_metrics(self) -> Any:
         from trainlab.components.metrics import TaskMetrics
@@ -63,11 +69,13 @@ class RunModel:
         )
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """`test/loss` and every metric of the task, for `model` on the test split."""
+    def evaluate(
+        self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> dict[str, float]:
+        """`test/loss` and every metric of the task, for `model` on the split (or `batches`)."""
         metrics = self.new_metrics()
         total, count = 0.0, 0
-        for inputs, targets in self.test_batches:
+        for inputs, targets in self.batches if batches is None else batches:
             outputs = model(inputs).float()
             total += float(self.loss_fn(outputs, targets)) * len(targets)
             count += len(targets)
@@ -78,8 +86,9 @@ class RunModel:
         return {f"test/{name}": value for name, value in values.items()}
 
 
-def load_run(run_dir: Path, checkpoint: str | None = None) -> RunModel:
-    """The run's model (`checkpoint`: best by default) and its rebuilt data, on the CPU."""
+def load_run(run_dir: Path, checkpoint: str | None = None, split: str = "test") -> RunModel:
+    """The run's model (`checkpoint`: best by default) and its rebuilt data, on the CPU,
+    with the batches of `split`."""
     from hydra.utils import instantiate
 
     from trainlab.components.losses import build_loss
@@ -113,7 +122,30 @@ def load_run(run_dir: Path, checkpoint: str | None = None) -> RunModel:
     loss_fn, _ = build_loss(OmegaConf.create(config.get("loss") or {}), data, torch.device("cpu"))
     objective = resolve_objective(str(config.get("objective", "auto")), info.task)
     metric = "test/" + objective.split("/", 1)[-1]
-    batches = [(inputs.cpu(), targets.cpu()) for inputs, targets in data.eval_batches("test")]
+    batches = [(inputs.cpu(), targets.cpu()) for inputs, targets in data.eval_batches(split)]
     if not batches:
-        raise TrainlabError(f"run={run_dir}: its test split is empty; nothing to measure on")
-    return RunModel(run_dir, path, config, info, model, data, loss_fn, seed, metric, batches)
+        raise TrainlabError(f"run={run_dir}: its {split} split is empty; nothing to measure on")
+    return RunModel(run_dir, path, config, info, model, data, loss_fn, seed, metric, split, batches)
+
+
+@contextmanager
+def folder_written(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of `folder` to write into; on success it replaces `folder` whole,
+    so a failure or stop midway leaves the previous result (or nothing), never half."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the result is a normal folder
+    try:
+        yield tmp
+        old = None
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
