@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,12 @@ def state_dict_of(model: nn.Module) -> dict[str, Any]:
 
 
 def file_sizes(model: nn.Module) -> tuple[int, int]:
-    """Bytes of the model's state dict as `torch.save` writes it, and zlib-compressed (where
-    a pruned model's zeros show: its dense file is as large as the original's)."""
-    import io
+    """Bytes of `model.pt` as `write_compressed` writes it, and zlib-compressed (where a
+    pruned model's zeros show: its dense file is as large as the original's)."""
     import zlib
 
-    buffer = io.BytesIO()
-    torch.save(state_dict_of(model), buffer)
-    data = buffer.getvalue()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / MODEL_FILE  # the name is in the archive: same name, same size
+        torch.save(state_dict_of(model), path)
+        data = path.read_bytes()
     return len(data), len(zlib.compress(data, 6))
