@@ -91,7 +91,14 @@ def lstm_model(seed: int = 0) -> nn.Module:
     return Tagger()
 
 
-@pytest.mark.parametrize("build", [mlp, lstm_model], ids=["mlp", "lstm_gru"])
+def embedding_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Embedding(500, 32, padding_idx=0), nn.Flatten(), nn.Linear(96, 3))
+
+
+@pytest.mark.parametrize(
+    "build", [mlp, lstm_model, embedding_model], ids=["mlp", "lstm_gru", "embedding"]
+)
 def test_int8_model_reloads_with_weights_only_and_gives_the_same_outputs(build, tmp_path):
     model = build()
     quantized = quantize_int8(model)
@@ -99,7 +106,11 @@ def test_int8_model_reloads_with_weights_only_and_gives_the_same_outputs(build, 
     torch.save(state_dict_of(quantized), path)
     assert path.stat().st_size < os_size(model, tmp_path)  # (sizes at scale: the slow bar)
     fresh = quantize_int8(build(seed=1))
-    inputs = torch.randn(4, 5, 6) if build is lstm_model else torch.randn(4, 12)
+    inputs = {
+        mlp: torch.randn(4, 12),
+        lstm_model: torch.randn(4, 5, 6),
+        embedding_model: torch.randint(0, 500, (4, 3)),
+    }[build]
     assert not torch.equal(fresh(inputs), quantized(inputs))  # other weights, until loaded
     load_quantized_state_dict(fresh, torch.load(path, weights_only=True))
     assert torch.equal(fresh(inputs), quantized(inputs))

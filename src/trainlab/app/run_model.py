@@ -10,6 +10,7 @@ the preprocessing fitted on the same training rows.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -112,7 +113,11 @@ def load_run(run_dir: Path, checkpoint: str | None = None, split: str = "test") 
         )
     seed = int(config.get("seed", 0))
     seed_everything(seed)
-    data = instantiate(OmegaConf.create(data_cfg), seed=seed, _convert_="all")
+    folds = (config.get("cv") or {}).get("folds")
+    fold = re.fullmatch(r"fold_(\d+)", run_dir.resolve().name)
+    # A cross-validation's fold trained on its own rows, with scaling fitted on them.
+    folding = {"fold": (int(fold.group(1)), int(folds))} if folds and fold else {}
+    data = instantiate(OmegaConf.create(data_cfg), seed=seed, _convert_="all", **folding)
     data.to(torch.device("cpu"))
     if list(data.info.class_names or []) != list(info.class_names or []):
         raise TrainlabError(

@@ -24,11 +24,11 @@ from torch.nn.utils import prune
 
 # The layers whose `weight` pruning zeroes: the ones that hold nearly all of a model's weights.
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-QUANTIZABLE = {nn.Linear, nn.LSTM, nn.GRU}
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` (float32, on the CPU) with int8 Linear / LSTM / GRU layers.
+    """A copy of `model` (float32, on the CPU) with int8 Linear / LSTM / GRU layers and
+    8-bit embeddings (weights only, a scale per row: a lookup has no activations).
 
     `torch.ao.quantization` says it is deprecated in favour of torchao, which has no
     LSTM / GRU counterpart; it is what torch ships for them, so its warning is silenced
@@ -36,14 +36,17 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """
     import copy
 
-    from torch.ao.quantization import quantize_dynamic
-
     model = copy.deepcopy(model).cpu().float().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
         warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-        return quantize_dynamic(model, QUANTIZABLE, dtype=torch.qint8)
+        from torch.ao import quantization
+
+        dynamic = quantization.default_dynamic_qconfig
+        layers = {nn.Linear: dynamic, nn.LSTM: dynamic, nn.GRU: dynamic}
+        layers[nn.Embedding] = quantization.float_qparams_weight_only_qconfig
+        return quantization.quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
 def _quantized_rnns(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
