@@ -50,7 +50,7 @@ def test_unstructured_pruning_zeroes_exactly_the_fraction_of_each_layer() -> Non
     assert sparsity(model) == pytest.approx(549 / 1830)
     # The weights kept are the largest in magnitude: every pruned one was at most the smallest kept.
     original = mlp()[0].weight.abs()
-    assert original[~masks["0"]].max() <= original[masks["0"]].min()
+    assert original[~masks["0.weight"]].max() <= original[masks["0.weight"]].min()
 
 
 def test_pruning_again_keeps_what_was_pruned_and_counts_it() -> None:
@@ -59,12 +59,15 @@ def test_pruning_again_keeps_what_was_pruned_and_counts_it() -> None:
     apply_masks(model, first)
     second = pruning_masks(model, 0.5, masks=first)
     assert all((second[name] <= first[name]).all() for name in first)  # nothing revived
+    assert list(second) == ["0.weight", "2.weight", "4.weight"]
     assert [int((~mask).sum()) for mask in second.values()] == [240, 600, 75]
 
 
 def test_structured_pruning_drops_whole_units_and_keeps_the_output_layer() -> None:
     model = mlp()
-    apply_masks(model, pruning_masks(model, 0.5, structured=True, norm=2))
+    masks = pruning_masks(model, 0.5, structured=True, norm=2)
+    assert list(masks) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    apply_masks(model, masks)
     first, second, last = (layer for layer in model if isinstance(layer, nn.Linear))
     dropped = (first.weight == 0).all(dim=1)
     assert int(dropped.sum()) == 20 and int((second.weight == 0).all(dim=1).sum()) == 15
@@ -74,6 +77,21 @@ def test_structured_pruning_drops_whole_units_and_keeps_the_output_layer() -> No
     # The dropped units are those of smallest L2 norm.
     norms = mlp()[0].weight.norm(dim=1)
     assert norms[dropped].max() <= norms[~dropped].min()
+
+
+def test_unstructured_pruning_covers_recurrent_weight_matrices() -> None:
+    model = lstm_model()
+    masks = pruning_masks(model, 0.5)
+    assert list(masks) == [
+        "lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.weight_ih_l0_reverse",
+        "lstm.weight_hh_l0_reverse", "lstm.weight_ih_l1", "lstm.weight_hh_l1",
+        "lstm.weight_ih_l1_reverse", "lstm.weight_hh_l1_reverse", "gru.weight_ih_l0",
+        "gru.weight_hh_l0", "head.weight",
+    ]  # fmt: skip
+    apply_masks(model, masks)
+    assert sparsity(model) == pytest.approx(0.5, abs=1e-3)
+    assert int((model.lstm.weight_hh_l1 == 0).sum()) == 64 * 16 // 2
+    assert (model.lstm.bias_hh_l0 != 0).all()  # biases are not pruned
 
 
 def lstm_model(seed: int = 0) -> nn.Module:

@@ -140,9 +140,16 @@ def prune_model(run: Any, amount: float, structured: bool, finetune: int) -> Any
     """A pruned copy of the run's model, fine-tuned `finetune` epochs on its training split."""
     import copy
 
-    from trainlab.components.compression import apply_masks, pruning_masks
+    from trainlab.components.compression import apply_masks, prunable_weights, pruning_masks
 
     model = copy.deepcopy(run.model)
+    weights = list(prunable_weights(model, structured))
+    if len(weights) <= structured:  # structured leaves the output layer whole
+        kind = "Linear or Conv layer but its output layer" if structured else "Linear, Conv or RNN"
+        raise TrainlabError(
+            f"run={run.run_dir}: {type(model).__name__} has no {kind} weights to prune"
+            + ("; use structured=false" if structured else "")
+        )
     if not finetune:
         apply_masks(model, pruning_masks(model, amount, structured))
         return model

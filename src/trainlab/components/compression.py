@@ -6,7 +6,7 @@ weights for Linear, LSTM and GRU layers, activations quantized on the fly, CPU k
 docs/compress.md for the comparison.
 
 Pruning computes masks with `torch.nn.utils.prune`'s own methods (L1 magnitude,
-unstructured, or Ln-norm over whole output rows / channels, structured) and writes the
+unstructured, or Ln norm over whole output rows / channels, structured) and writes the
 zeros into the weights, so the model keeps its plain parameter names: a pruned model's
 state dict loads into an unpruned one, checkpoints and resume work unchanged.
 """
@@ -92,11 +92,19 @@ def load_quantized_state_dict(model: nn.Module, state: dict[str, Any]) -> None:
     model.load_state_dict(state)
 
 
-def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(name, module) of every layer pruning acts on, in the model's order."""
+def prunable_weights(model: nn.Module, structured: bool = False) -> dict[str, nn.Parameter]:
+    """The weights pruning acts on, by parameter name, in the model's order: the `weight`
+    of each Linear and Conv layer and, unstructured, an LSTM's / GRU's weight matrices."""
+    found = {}
     for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(module, PRUNABLE):
-            yield name, module
+            found[f"{prefix}weight"] = module.weight
+        elif isinstance(module, nn.RNNBase) and not structured:
+            for key, parameter in module.named_parameters(recurse=False):
+                if key.startswith("weight_"):
+                    found[prefix + key] = parameter
+    return found
 
 
 def pruning_masks(
@@ -106,26 +114,32 @@ def pruning_masks(
     norm: float = 1,
     masks: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A mask (1 keep, 0 drop) for the weight of each prunable layer, per layer.
+    """A mask (True keep, False drop) per parameter name, each weight pruned on its own.
 
-    Unstructured: the `amount` fraction of each layer's weights smallest in magnitude.
-    Structured: the `amount` fraction of each layer's output units (rows of a Linear,
-    channels of a Conv) smallest in Ln norm; a model's last layer (its outputs) is left
-    whole, since a class with zeroed logits is a class lost. Earlier `masks` are kept:
-    what they pruned stays pruned, and the fraction counts it.
+    Unstructured: the `amount` fraction of each weight's values smallest in magnitude
+    (`L1Unstructured`). Structured: the `amount` fraction of each Linear / Conv layer's
+    output units (rows, channels) smallest in Ln norm (`LnStructured`), with their biases;
+    the model's last such layer (its outputs) is left whole, since a class with zeroed
+    logits is a class lost. Earlier `masks` are kept: what they pruned stays pruned, and
+    the fraction counts it.
     """
-    layers = list(prunable_layers(model))
+    weights = list(prunable_weights(model, structured).items())
     if structured:
-        layers = layers[:-1]
+        weights = weights[:-1]
+    masks = masks or {}
+    names = dict(model.named_parameters())
     new = {}
-    for name, module in layers:
-        weight = module.weight.detach()
-        start = (masks or {}).get(name)
+    for name, parameter in weights:
+        weight = parameter.detach()
+        start = masks.get(name)
         start = torch.ones_like(weight) if start is None else start.to(weight.device, weight.dtype)
         if structured:
             method = prune.LnStructured(amount, n=norm, dim=0)
             # LnStructured ranks the masked weight, so channels pruned before rank lowest.
-            mask = method.compute_mask(weight * start, default_mask=start)
+            mask = method.compute_mask(weight * start, default_mask=start).to(torch.bool)
+            bias = name.removesuffix("weight") + "bias"
+            if bias in names:
+                new[bias] = mask.flatten(1).any(dim=1)
         else:
             mask = prune.L1Unstructured(amount).compute_mask(weight * start, default_mask=start)
         new[name] = mask.to(torch.bool)
@@ -134,22 +148,16 @@ def pruning_masks(
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero the pruned weights (and, structured, the bias of a pruned unit) in place."""
-    modules = dict(model.named_modules())
+    """Zero the pruned values of each masked parameter, in place."""
+    parameters = dict(model.named_parameters())
     for name, mask in masks.items():
-        module = modules[name]
-        module.weight.mul_(mask.to(module.weight.device))
-        bias = getattr(module, "bias", None)
-        if bias is not None and mask.dim() > 1:
-            units = mask.flatten(1).any(dim=1)
-            if not units.all():
-                bias.mul_(units.to(bias.device, bias.dtype))
+        parameter = parameters[name]
+        parameter.mul_(mask.to(parameter.device, parameter.dtype))
 
 
 def sparsity(model: nn.Module) -> float:
-    """The fraction of the prunable layers' weights that are exactly zero."""
-    zeros = total = 0
-    for _, module in prunable_layers(model):
-        zeros += int((module.weight == 0).sum())
-        total += module.weight.numel()
-    return zeros / max(total, 1)
+    """The fraction of the prunable weights (as unstructured pruning counts them) that are
+    exactly zero."""
+    weights = prunable_weights(model).values()
+    zeros = sum(int((weight == 0).sum()) for weight in weights)
+    return zeros / max(sum(weight.numel() for weight in weights), 1)

@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class Pruning(Callback):
-    """Prune the weights of Linear and Conv layers while the model trains.
+    """Prune the weights of Linear, Conv (and, unstructured, LSTM / GRU) layers while the
+    model trains.
 
     At the start of each epoch from `start_epoch` to `end_epoch` (default: the run's last
     epoch) the target fraction rises along Zhu & Gupta's cubic schedule, from 0 to
