@@ -44,8 +44,22 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         from torch.ao import quantization
 
         dynamic = quantization.default_dynamic_qconfig
-        layers = {nn.Linear: dynamic, nn.LSTM: dynamic, nn.GRU: dynamic}
-        layers[nn.Embedding] = quantization.float_qparams_weight_only_qconfig
+        kinds = {nn.Linear: dynamic, nn.LSTM: dynamic, nn.GRU: dynamic}
+        kinds[nn.Embedding] = quantization.float_qparams_weight_only_qconfig
+        # A Transformer layer's fast path reads its Linear layers' `weight` as a tensor,
+        # which an int8 layer no longer has: those stay in float32.
+        inside = {
+            f"{name}.{child}" if name else child
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+            for child, _ in module.named_modules()
+            if child
+        }
+        layers = {
+            name: kinds[type(module)]
+            for name, module in model.named_modules()
+            if type(module) in kinds and name not in inside
+        }
         return quantization.quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
