@@ -239,6 +239,24 @@ def test_compress_writes_a_folder_that_loads_as_the_model_it_measured(quick_run,
     assert digest(quick_run) == before  # the run itself is untouched
 
 
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("model.pt", "model.pt does not load into the model compressed.json names ("),
+        ("compressed.json", "compressed.json cannot be read (JSONDecodeError); compress the run"),
+    ],
+)
+def test_a_damaged_compressed_folder_is_refused_in_one_line(quick_run, tmp_path, broken, message):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(compress_command([f"run={quick_run}", "method=quantize"]), folder)
+    (folder / broken).write_bytes(b"not what was written")
+    with pytest.raises(TrainlabError) as caught:
+        load_compressed(folder)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
 @pytest.mark.slow
 def test_prune_command_zeroes_the_fraction_and_finetunes_with_zeros_held(quick_run):
     folder = compress_command(

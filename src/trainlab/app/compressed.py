@@ -10,6 +10,7 @@ layers when the method was `quantize`, and loads the weights: nothing from the f
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,7 +75,7 @@ def load_compressed(folder: str | Path) -> nn.Module:
             load_quantized_state_dict(model, weights)
         else:
             model.load_state_dict(weights)
-    except (OSError, RuntimeError, KeyError) as ex:
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as ex:
         first = str(ex).strip().splitlines()[0][:120] if str(ex).strip() else type(ex).__name__
         raise TrainlabError(
             f"{folder / MODEL_FILE} does not load into the model {MANIFEST} names ({first}); "

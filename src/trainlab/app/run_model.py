@@ -137,8 +137,14 @@ def load_run(run_dir: Path, checkpoint: str | None = None, split: str = "test") 
 def folder_written(folder: Path) -> Iterator[Path]:
     """A temporary sibling of `folder` to write into; on success it replaces `folder` whole,
     so a failure or stop midway leaves the previous result (or nothing), never half."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except OSError as ex:
+        raise TrainlabError(
+            f"cannot write {folder} ({ex.strerror or type(ex).__name__}); make the run "
+            "folder writable, or copy it somewhere that is"
+        ) from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the result is a normal folder
