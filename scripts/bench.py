@@ -7,6 +7,8 @@
     python scripts/bench.py --json bench.json      # also write every figure as JSON
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
+    python scripts/bench.py --quantize             # int8: torch.ao vs torchao vs fp32
+                                                   # (scripts/bench_quantize.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -848,6 +850,15 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help="instead: int8 dynamic quantization (torch.ao, torchao) against fp32 on digits "
+        "runs of the MLP and the RNN: size, test accuracy, latency (--rounds)",
+    )
+    parser.add_argument(
+        "--quantize-epochs", type=int, default=10, help="with --quantize: epochs of each run"
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -857,7 +868,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.rounds is None:
+    if args.rounds is None and not args.quantize:  # --quantize has its own default
         args.rounds = 4 if args.threads else 5
     if args.contender is not None:  # one contender of the throughput comparison
         return contender_main(args)
@@ -885,6 +896,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.quantize:
+        import bench_quantize
+
+        report |= bench_quantize.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 

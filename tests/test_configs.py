@@ -133,6 +133,8 @@ def shipped_nodes():
                 yield path, (), node, TrainerSchema
             elif group == "callbacks":
                 for name, entry in node.items():
+                    if name == "defaults":  # callbacks=pruning composes the default ones
+                        continue
                     if entry is not None and schema_for(entry.get("_target_")):
                         yield path, (name,), entry, schema_for(entry._target_)
             elif schema_for(node.get("_target_")):

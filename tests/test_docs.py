@@ -11,6 +11,7 @@ from conftest import CONFIG_DIR, ROOT
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from trainlab.app.cli import COMMANDS
 from trainlab.app.config import register_resolvers, validate
 
 README = ROOT / "README.md"
@@ -51,8 +52,9 @@ def commands(text: str) -> list[list[str]]:
                 words = words[1:]
             else:
                 continue
-            subcommand = words[:1] and "=" not in words[0] and words[0] != "-m"
-            if subcommand or any(w.startswith("--") for w in words):  # predict, export, ...
+            if words[:1] and words[0] in COMMANDS and words[0] != "train":
+                continue  # a subcommand's key=value arguments are not overrides
+            if any(w.startswith("--") for w in words):
                 continue
             found.append(words)
     return found

@@ -23,6 +23,13 @@ from trainlab.errors import Preempted, exit_with
 COMMANDS = {
     "train": "train an experiment (the default command)",
     "predict": "predict with a trained run: predict run=<run folder> input=<file>",
+    "compress": "quantize or prune a trained run: compress run=<run folder> method=quantize",
+    "explain": "feature attributions of a trained run: explain run=<run folder>",
+}
+# Commands whose module has a `<name>_main(argv)` that prints its own --help.
+PLAIN_COMMANDS = {
+    "compress": "trainlab.app.compress",
+    "explain": "trainlab.app.explain",
 }
 
 
@@ -41,6 +48,12 @@ def cli(argv: list[str] | None = None) -> None:
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
     wants_help = any(arg in ("-h", "--help") for arg in argv)
+    if command in PLAIN_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(PLAIN_COMMANDS[command])
+        main(functools.partial(getattr(module, f"{command}_main"), argv))
+        return
     if command == "predict":
         if wants_help:
             from trainlab.app.help import print_predict_help

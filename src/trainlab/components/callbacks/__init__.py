@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from trainlab.components.callbacks.lr_monitor import LearningRateMonitor
     from trainlab.components.callbacks.monitor import Monitor
     from trainlab.components.callbacks.progress import ProgressDisplay
+    from trainlab.components.callbacks.pruning import Pruning
     from trainlab.engine.callback import EVENTS, Callback
 
 # name -> the module that defines it (the base class is the engine's)
@@ -28,6 +29,7 @@ _MODULES = {
     "ModelCheckpoint": "trainlab.components.callbacks.checkpoint",
     "Monitor": "trainlab.components.callbacks.monitor",
     "ProgressDisplay": "trainlab.components.callbacks.progress",
+    "Pruning": "trainlab.components.callbacks.pruning",
     "TensorBoardFigures": "trainlab.components.callbacks.figures",
 }
 
@@ -43,5 +45,6 @@ __all__ = [
     "ModelCheckpoint",
     "Monitor",
     "ProgressDisplay",
+    "Pruning",
     "TensorBoardFigures",
 ]

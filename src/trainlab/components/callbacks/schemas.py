@@ -54,10 +54,20 @@ class ProgressSchema:
     bar: Any = spec("auto", check=auto_or_bool)
 
 
+@dataclass
+class PruningSchema:
+    amount: float = spec(0.5, ge=0.0, lt=1.0)
+    structured: bool = spec(False)
+    norm: float = spec(1, gt=0.0)
+    start_epoch: int = spec(0, ge=0)
+    end_epoch: int | None = spec(None, ge=0)
+
+
 SCHEMAS: dict[str, type] = {
     "trainlab.components.callbacks.EarlyStopping": EarlyStoppingSchema,
     "trainlab.components.callbacks.ModelCheckpoint": ModelCheckpointSchema,
     "trainlab.components.callbacks.LearningRateMonitor": NoArgumentsSchema,
     "trainlab.components.callbacks.ProgressDisplay": ProgressSchema,
     "trainlab.components.callbacks.TensorBoardFigures": FiguresSchema,
+    "trainlab.components.callbacks.Pruning": PruningSchema,
 }
