@@ -23,6 +23,7 @@ from trainlab.errors import Preempted, exit_with
 COMMANDS = {
     "train": "train an experiment (the default command)",
     "predict": "predict with a trained run: predict run=<run folder> input=<file>",
+    "export": "export a trained run, verified: export run=<run folder> format=onnx|...",
 }
 
 
@@ -50,6 +51,11 @@ def cli(argv: list[str] | None = None) -> None:
         from trainlab.app.predict import predict_main
 
         main(functools.partial(predict_main, argv))
+        return
+    if command == "export":
+        from trainlab.app.export import export_main  # its --help text is its docstring
+
+        main(functools.partial(export_main, argv))
         return
     if wants_help:
         from trainlab.app.help import print_help
