@@ -7,6 +7,8 @@
     python scripts/bench.py --json bench.json      # also write every figure as JSON
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
+    python scripts/bench.py --export               # latency of exported ONNX / TorchScript
+                                                   # files against eager (bench_export.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -849,6 +851,9 @@ def main() -> None:
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    import bench_export
+
+    bench_export.add_arguments(parser)
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -885,6 +890,11 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.export:
+        report |= bench_export.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 

@@ -248,7 +248,9 @@ def digits_run(tmp_path_factory) -> Path:
 def digits_test_split() -> torch.Tensor:
     from trainlab.components.data.datasets import load_digits
 
-    return load_digits(seed=42).test.inputs  # train.yaml's seed, the default fractions
+    return load_digits(
+        seed=42, val_fraction=0.15, test_fraction=0.15, scaling="standard"
+    ).test.inputs  # train.yaml's seed and configs/data/digits.yaml
 
 
 def digits_model(run_dir: Path) -> nn.Module:
