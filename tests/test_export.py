@@ -120,6 +120,22 @@ def test_torchscript_and_safetensors_load_outside_trainlab(tmp_path) -> None:
     ]  # no temporary file left
 
 
+def test_outputs_are_what_predict_reports_for_regression_and_one_logit(tmp_path) -> None:
+    rows = torch.randn(30, 4)
+    regression = DataInfo("r", "regression", "features", (4,), target_mean=[10.0], target_std=[2.0])
+    model = nn.Linear(4, 1)
+    entry = export_model(model, rows, regression, "torchscript", tmp_path / "r")
+    assert entry["outputs"] == ["outputs", "prediction"]
+    outputs, prediction = torch.jit.load(str(tmp_path / "r" / entry["file"]))(rows)
+    assert torch.allclose(prediction, model(rows) * 2 + 10, atol=1e-5)
+    assert torch.allclose(outputs, model(rows), atol=1e-6)
+    binary = DataInfo("b", "binary", "features", (4,), num_classes=2, class_names=["n", "y"])
+    export_model(model, rows, binary, "torchscript", tmp_path / "b")
+    _, probabilities = torch.jit.load(str(tmp_path / "b" / entry["file"]))(rows)
+    positive = model(rows).sigmoid()[:, 0]
+    assert torch.allclose(probabilities[:, 1], positive) and probabilities.shape == (30, 2)
+
+
 class SignBranch(nn.Module):
     """Control flow on the values: a trace keeps the branch of its example only."""
 
@@ -276,6 +292,8 @@ def test_bar_digits_mlp_onnx_matches_pytorch_on_the_test_split(digits_run) -> No
     entry = manifest["exports"]["onnx"]
     assert entry["inputs"] == [{"name": "inputs", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
     assert manifest["class_names"] == [str(i) for i in range(10)]
+    assert manifest["input_scaling"]["kind"] == "StandardScaler"
+    assert len(manifest["input_scaling"]["mean"]) == 64
     assert {"trainlab", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert entry["verification"]["passed"] and entry["verification"]["rows"] == 270
 

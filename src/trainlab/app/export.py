@@ -229,6 +229,8 @@ def export_command(argv: list[str]) -> Path:
         "input_kind": info.input_kind,
         "versions": versions(),
     }
+    if (scaling := input_scaling(data.preprocessor)) is not None:
+        common["input_scaling"] = scaling
     model_config = {key: config.get(key) for key in ("model", "loss") if config.get(key)}
     tokenizer = None
     if info.input_kind == "tokens":  # checked before anything is written
@@ -255,6 +257,22 @@ def export_command(argv: list[str]) -> Path:
         f"manifest: {folder / MANIFEST_FILE}"
     )
     return artefact
+
+
+def input_scaling(preprocessor: Any) -> dict[str, Any] | None:
+    """For images and feature arrays: the scaling training fitted on the raw values, which
+    the exported model's inputs already have (a table's ONNX file holds its own)."""
+    name = type(preprocessor).__name__
+    if name == "StandardScaler":
+        how, shift, factor = "inputs = (raw - mean) / scale", "mean", "scale"
+        values = {shift: preprocessor.mean_.tolist(), factor: preprocessor.scale_.tolist()}
+    elif name == "MinMaxScaler":
+        how = "inputs = raw * scale + min"
+        values = {"scale": preprocessor.scale_.tolist(), "min": preprocessor.min_.tolist()}
+    else:
+        return None
+    note = f"{how}, on each sample flattened in C order, then reshaped to the input shape"
+    return {"kind": name, "how": note, **values}
 
 
 def export_run_model(
