@@ -249,11 +249,15 @@ def export_command(argv: list[str]) -> Path:
     write_manifest(folder, common, entry)
     artefact = folder / entry["file"]
     verification = entry["verification"]
-    worst = max(verification["max_abs_diff"].values())
+    differences = ", ".join(
+        f"{name} {diff:.2e}"
+        + (f" (of {scale:.3g})" if (scale := verification["scale"][name]) > 1 else "")
+        for name, diff in verification["max_abs_diff"].items()
+    )
     log.info(
         f"exported {format} to {artefact}: verified on {verification['rows']} test rows "
         f"(batches of {' and '.join(map(str, verification['batch_sizes']))}), max abs difference "
-        f"from PyTorch {worst:.2e} <= tolerance {verification['tolerance']:g}; "
+        f"from PyTorch: {differences}, within tolerance {verification['tolerance']:g}; "
         f"manifest: {folder / MANIFEST_FILE}"
     )
     return artefact

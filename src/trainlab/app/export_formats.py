@@ -49,20 +49,29 @@ ROWS_PER_RUN = 256  # rows sent through the artefact at once while verifying
 
 @dataclass
 class Verification:
-    """How an artefact compares with the PyTorch model on the verification rows."""
+    """How an artefact compares with the PyTorch model on the verification rows.
+
+    An output passes when its max abs difference is within `tolerance` times its largest
+    magnitude, when that is above 1 (float32 rounds relative to size: logits of 30 or a
+    price of 1e5 in the target's units carry larger absolute errors than probabilities).
+    """
 
     rows: int
     batch_sizes: list[int]
     max_abs_diff: dict[str, float]  # per output
     tolerance: float
+    scale: dict[str, float]  # per output: max(1, its largest magnitude)
     passed: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.passed = max(self.max_abs_diff.values()) <= self.tolerance
+        self.passed = all(
+            diff <= self.tolerance * self.scale[name] for name, diff in self.max_abs_diff.items()
+        )
 
     @property
-    def worst(self) -> float:
-        return max(self.max_abs_diff.values())
+    def failing(self) -> str:
+        """The output furthest beyond its allowance."""
+        return max(self.max_abs_diff, key=lambda n: self.max_abs_diff[n] / self.scale[n])
 
 
 class WithPredictions(nn.Module):
@@ -169,12 +178,14 @@ def check_passed(verification: Verification, format: str) -> None:
     """Refuse, in one line, an artefact whose outputs differ from the model's."""
     if verification.passed:
         return
-    worst = max(verification.max_abs_diff, key=verification.max_abs_diff.get)
+    name = verification.failing
+    scale = verification.scale[name]
+    relative = f" x its largest magnitude {scale:.3g}" if scale > 1 else ""
     raise TrainlabError(
         f"format={format}: the exported file does not match the PyTorch model: max abs "
-        f"difference {verification.worst:.3g} in '{worst}' over {verification.rows} test rows "
-        f"> tolerance={verification.tolerance:g}; nothing was written (a larger tolerance= "
-        "accepts it)"
+        f"difference {verification.max_abs_diff[name]:.3g} in '{name}' over "
+        f"{verification.rows} test rows > tolerance={verification.tolerance:g}{relative}; "
+        "nothing was written (a larger tolerance= accepts it)"
     )
 
 
@@ -196,6 +207,7 @@ def manifest_entry(
             "batch_sizes": verification.batch_sizes,
             "max_abs_diff": verification.max_abs_diff,
             "tolerance": verification.tolerance,
+            "scale": verification.scale,
             "passed": verification.passed,
         },
     }
@@ -236,7 +248,11 @@ def verify(
         for name, value, want in zip(names, got, expected, strict=True):
             difference = np.abs(np.asarray(value, dtype=np.float64) - want[rows_slice])
             worst[name] = max(worst[name], float(np.nan_to_num(difference, nan=np.inf).max()))
-    return Verification(len(rows), sizes, worst, tolerance)
+    scale = {
+        name: max(1.0, float(np.abs(want).max(initial=0.0)))
+        for name, want in zip(names, expected, strict=True)
+    }
+    return Verification(len(rows), sizes, worst, tolerance, scale)
 
 
 def _dynamic_batch() -> dict[int, Any]:
