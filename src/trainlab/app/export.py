@@ -239,9 +239,15 @@ def export_command(argv: list[str]) -> Path:
 
         saved = TextPreprocessor.load(run_dir)  # what predict uses: the one training saved
         tokenizer, common["tokenizer"] = checked_tokenizer(run_dir, saved, split.inputs)
-    entry = export_run_model(
-        model, split.inputs, info, format, folder, options, model_config, run_dir, data
-    )
+    existed = folder.exists()
+    try:
+        entry = export_run_model(
+            model, split.inputs, info, format, folder, options, model_config, run_dir, data
+        )
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a refused export leaves no empty folder behind
+        raise
     if tokenizer is not None:
         from trainlab.components.data.files import write_text_atomic
 
