@@ -413,3 +413,11 @@ def test_an_rnn_on_tokens_is_refused_for_onnx_and_exported_as_torchscript(tmp_pa
     assert not (run_dir / "export").exists()
     export_command([f"run={run_dir}", "format=torchscript"])
     assert (run_dir / "export" / "tokenizer.json").is_file()
+
+
+def test_export_help_is_the_modules_own(capsys) -> None:
+    from trainlab.app import export
+    from trainlab.app.cli import cli
+
+    cli(["export", "--help"])
+    assert capsys.readouterr().out == f"{export.__doc__.strip()}\n\n{export.USAGE}\n"

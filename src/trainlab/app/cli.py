@@ -53,9 +53,12 @@ def cli(argv: list[str] | None = None) -> None:
         main(functools.partial(predict_main, argv))
         return
     if command == "export":
-        from trainlab.app.export import export_main  # its --help text is its docstring
+        from trainlab.app import export  # torch-free until it runs
 
-        main(functools.partial(export_main, argv))
+        if wants_help:
+            print(f"{export.__doc__.strip()}\n\n{export.USAGE}")
+            return
+        main(functools.partial(export.export_main, argv))
         return
     if wants_help:
         from trainlab.app.help import print_help

@@ -309,9 +309,6 @@ def export_run_model(
 
 
 def export_main(argv: list[str]) -> None:
-    """`trainlab export ...`."""
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__.strip() + "\n\n" + USAGE)
-        return
+    """`trainlab export ...` (its --help is answered by the command line itself)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     export_command(argv)
