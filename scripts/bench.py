@@ -9,6 +9,8 @@
                                                    # quiet and busy (scripts/bench_threads.py)
     python scripts/bench.py --quantize             # int8: torch.ao vs torchao vs fp32
                                                    # (scripts/bench_quantize.py)
+    python scripts/bench.py --export               # latency of exported ONNX / TorchScript
+                                                   # files against eager (bench_export.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -860,6 +862,9 @@ def main() -> None:
         "--quantize-epochs", type=int, default=10, help="with --quantize: epochs of each run"
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    import bench_export
+
+    bench_export.add_arguments(parser)
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -896,10 +901,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    if args.quantize:
-        import bench_quantize
+    if args.quantize or args.export:
+        if args.quantize:
+            import bench_quantize
 
-        report |= bench_quantize.run(args)
+            report |= bench_quantize.run(args)
+        if args.export:
+            report |= bench_export.run(args)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2))
         return

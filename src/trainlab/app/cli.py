@@ -23,6 +23,7 @@ from trainlab.errors import Preempted, exit_with
 COMMANDS = {
     "train": "train an experiment (the default command)",
     "predict": "predict with a trained run: predict run=<run folder> input=<file>",
+    "export": "export a trained run, verified: export run=<run folder> format=onnx|...",
     "compress": "quantize or prune a trained run: compress run=<run folder> method=quantize",
     "explain": "feature attributions of a trained run: explain run=<run folder>",
 }
@@ -63,6 +64,14 @@ def cli(argv: list[str] | None = None) -> None:
         from trainlab.app.predict import predict_main
 
         main(functools.partial(predict_main, argv))
+        return
+    if command == "export":
+        from trainlab.app import export  # torch-free until it runs
+
+        if wants_help:
+            print(f"{export.__doc__.strip()}\n\n{export.USAGE}")
+            return
+        main(functools.partial(export.export_main, argv))
         return
     if wants_help:
         from trainlab.app.help import print_help

@@ -20,6 +20,7 @@ usage: trainlab [group=option ...] [key=value ...]     train (python train.py, p
        trainlab predict run=<run folder> input=<file>   predict with a trained run
        trainlab compress run=<run folder> method=quantize|prune   a smaller model, measured
        trainlab explain run=<run folder>                attributions: CSV, chart, TensorBoard
+       trainlab export run=<run folder> format=onnx     export a run, verified (--help)
        trainlab --config-dir DIR ...                    your own configs: DIR/<group>/<name>.yaml
        trainlab --cfg job [overrides]                   print the composed config, run nothing
        trainlab --hydra-help                            Hydra's own flags
