@@ -55,6 +55,7 @@ DATE_LIKE = re.compile(
     re.IGNORECASE,
 )
 _ORDINAL = re.compile(r"(?<=\d)(st|nd|rd|th)\b", re.IGNORECASE)
+_AFTERNOON = re.compile(r"(?<=\d)(\s*)([Pp])([Mm])")
 
 
 def _clean(texts: pd.Series) -> pd.Series:
@@ -73,6 +74,7 @@ def date_format(series: pd.Series, name: str = "", where: str = "") -> str | Non
     values = series.dropna()
     if values.empty or types.is_numeric_dtype(values) or types.is_bool_dtype(values):
         return None
+
     def date_like(texts: pd.Series) -> pd.Series:
         return texts.map(lambda text: DATE_LIKE.fullmatch(text) is not None)
 
@@ -111,7 +113,14 @@ def _common_format(texts: pd.Series, day_first: bool) -> str | None:
     """The format guessed for most of the first texts (one odd value does not decide)."""
     from pandas.tseries.api import guess_datetime_format
 
-    guesses = [guess_datetime_format(text, dayfirst=day_first) for text in texts.iloc[:50]]
+    def guess(text: str) -> str | None:
+        # pandas guesses no format for afternoon times ("2:30 PM"); the morning's is the same.
+        morning = _AFTERNOON.sub(lambda m: m[1] + ("A" if m[2] == "P" else "a") + m[3], text)
+        return guess_datetime_format(text, dayfirst=day_first) or guess_datetime_format(
+            morning, dayfirst=day_first
+        )
+
+    guesses = [guess(text) for text in texts.iloc[:50]]
     found = pd.Series([g for g in guesses if g is not None], dtype=object)
     return None if found.empty else str(found.value_counts().index[0])
 
