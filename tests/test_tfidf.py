@@ -22,7 +22,13 @@ from trainlab.components.data.text_datasets import demo_reviews, text_bundle, te
 from trainlab.components.data.text_features import VECTORIZER_FILE, TextVectorizer
 from trainlab.errors import ConfigError, TrainlabError, one_line
 
-TINY = ("trainer.max_epochs=1", "trainer.device=cpu", "callbacks.figures=null")
+TINY = (
+    "trainer.max_epochs=1",
+    "trainer.device=cpu",
+    "trainer.num_threads=1",
+    "callbacks.figures=null",
+    "logger=none",
+)
 
 
 def test_vocabulary_and_idf_come_from_the_training_split_only() -> None:
