@@ -19,6 +19,7 @@ January and Sunday next to Monday. A missing date gives gaps, imputed like any n
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,10 @@ def _common_format(texts: pd.Series, day_first: bool) -> str | None:
             morning, dayfirst=day_first
         )
 
-    guesses = [guess(text) for text in texts.iloc[:50]]
+    with warnings.catch_warnings():
+        # A guess against `day_first` warns; every guess is checked by parsing all values.
+        warnings.simplefilter("ignore", UserWarning)
+        guesses = [guess(text) for text in texts.iloc[:50]]
     found = pd.Series([g for g in guesses if g is not None], dtype=object)
     return None if found.empty else str(found.value_counts().index[0])
 
