@@ -13,6 +13,8 @@
                                                    # files against eager (bench_export.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
+    python scripts/bench.py --tfidf                # TF-IDF text against scikit-learn's
+                                                   # LogisticRegression (scripts/bench_tfidf.py)
 
 Throughput. For each model and batch size one process trains the same model (one
 instance each, built from the same config and seed) on the same in-memory data with each
@@ -868,6 +870,10 @@ def main() -> None:
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--tfidf", action="store_true", help="TF-IDF text accuracy against LogisticRegression"
+    )
+    parser.add_argument("--tfidf-quick", action="store_true", help="--tfidf, small and short")
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--extra", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -901,13 +907,17 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    if args.quantize or args.export:
+    if args.quantize or args.export or args.tfidf or args.tfidf_quick:
         if args.quantize:
             import bench_quantize
 
             report |= bench_quantize.run(args)
         if args.export:
             report |= bench_export.run(args)
+        if args.tfidf or args.tfidf_quick:
+            import bench_tfidf
+
+            report |= bench_tfidf.run(args)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2))
         return

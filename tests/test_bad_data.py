@@ -249,9 +249,10 @@ def test_dates_become_numbers(tmp_path: Path, caplog, dates, first: int) -> None
         )
     assert "date column(s) when of data.path=" in caplog.text
     names = bundle.preprocessor.feature_names
-    parts = ["year", "month", "day", "weekday", "days"]
+    parts = ["year", "month", "day", "weekday", "days", "month_sin", "month_cos"]
+    parts += ["weekday_sin", "weekday_cos"] + (["hour", "hour_sin", "hour_cos"] * (first == 2021))
     assert [n for n in names if "when" in n] == [f"numeric__when_{p}" for p in parts]
-    assert len(names) == 2 + 5 + 2  # a, b, the date's five numbers, color's two categories
+    assert len(names) == 2 + len(parts) + 2  # a, b, the date's numbers, color's two categories
     typed = bundle.preprocessor.features(frame, "t")
     stamp = pd.Timestamp(pd.to_datetime(frame["when"].iloc[0], dayfirst=first == 2019))
     assert typed["when_year"].iloc[0] == first == stamp.year
@@ -273,20 +274,28 @@ def test_a_declared_category_stays_text_and_a_parquet_datetime_is_a_date(tmp_pat
     assert load_table(seed=0, path=str(path), target="y").preprocessor.dates == {"when": ""}
 
 
-def test_a_column_of_many_distinct_texts_is_refused(tmp_path: Path) -> None:
+def test_an_id_column_is_left_out_and_many_repeated_texts_are_refused(
+    tmp_path: Path, caplog
+) -> None:
     frame = base(300).assign(user=[f"u{i:04d}" for i in range(300)])
     path = csv(tmp_path, frame)
+    with caplog.at_level(logging.INFO, logger="trainlab"):
+        left_out = load_table(seed=0, path=path, target="y")
+    assert left_out.info.input_shape == (4,) and "user" not in left_out.preprocessor.categorical
+    assert (
+        f"note: column 'user' of data.path={path} has 300 distinct texts in 300 rows (an ID or "
+        "a name?); it is left out: list it in data.categorical=[user] to one-hot encode it anyway"
+    ) in caplog.text
+    kept = load_table(seed=0, path=path, target="y", categorical=["user"])
+    assert kept.info.input_shape[0] > 200
+    free_text = base(300).assign(note=[f"note {i % 120}" for i in range(300)])
+    path = csv(tmp_path, free_text, "f.csv")
     refused(
-        "column 'user' of data.path=" + path + " has 300 distinct texts (an ID?), over "
-        "data.max_categories=100: leave it out with data.drop_columns=[user]",
+        f"column 'note' of data.path={path} has 120 distinct texts (free text?), over "
+        "data.max_categories=100: leave it out with data.drop_columns=[note], raise "
+        "data.max_categories, or list it in data.categorical=[note]",
         path=path,
     )
-    dropped = load_table(seed=0, path=path, target="y", drop_columns=["user"])
-    assert dropped.info.input_shape == (4,)
-    kept = load_table(seed=0, path=path, target="y", max_categories=400)
-    assert kept.info.input_shape[0] > 200
-    free_text = base(300).assign(note=[f"note {i % 150}" for i in range(300)])
-    refused("has 150 distinct texts (an ID or free text?)", path=csv(tmp_path, free_text, "f.csv"))
 
 
 def test_mixed_dates_and_words_are_not_dates(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ BAD = [
     (
         ["run=TEXT", "input=blank.txt", "checkpoint=DIGITS/checkpoints/best.pt"],
         "best.pt is another run's (model._target_=CNN there, RNN here; model.activation=relu "
-        "there, null here; and 20 more): predict with it from its own run folder",
+        "there, null here; and 25 more): predict with it from its own run folder",
     ),
     (["run=otherinfo", "input=ok.npy"], "needs (9, 64); use this run's checkpoints"),
     (["run=notokenizer", "input=blank.txt"], "cannot read the text preprocessor"),

@@ -111,7 +111,7 @@ def test_drop_impute_round_trips(csv_file: Path, tmp_path: Path) -> None:
 def test_the_file_is_plain_json_with_the_columns(csv_file: Path, tmp_path: Path) -> None:
     load_table(seed=0, path=str(csv_file), target="label").save(tmp_path)
     payload = json.loads((tmp_path / PREPROCESSING_FILE).read_text())
-    assert payload["format"] == "trainlab-preprocessing" and payload["version"] == 2
+    assert payload["format"] == "trainlab-preprocessing" and payload["version"] == 3
     assert payload["numeric"] == ["weight", "count"]
     assert payload["categorical"] == ["color", "indoor"]
     assert payload["target"] == "label" and payload["dates"] == {"born": "%Y-%m-%d"}
@@ -226,7 +226,7 @@ TAMPERED = [
     ("dates", set_field("dates", ["born"]), "date columns that are not texts"),
     ("impute", set_field("impute", "exec"), "impute='exec'"),
     ("format", set_field("format", "joblib"), "no 'trainlab-preprocessing' marker"),
-    ("version", set_field("version", 1), "version 1, this trainlab reads 2"),
+    ("version", set_field("version", 1), "version 1, this trainlab reads 3"),
     ("no transformer", set_field("transformer", None), "not a ColumnTransformer"),
     ("missing key", lambda p: p.pop("target"), "not trainlab preprocessing"),
     ("not an object", lambda p: p.clear(), "marker"),
@@ -249,7 +249,7 @@ def test_unexpected_content_is_refused(csv_file: Path, tmp_path: Path, change, w
 def test_a_json_list_or_garbage_is_refused(csv_file: Path, tmp_path: Path) -> None:
     run = trained_folder(csv_file, tmp_path / "run")
     # A transformer of 400 nested lists, and JSON nested past the recursion limit.
-    header = '{"format": "trainlab-preprocessing", "version": 2, "numeric": [], "categorical": '
+    header = '{"format": "trainlab-preprocessing", "version": 3, "numeric": [], "categorical": '
     header += '[], "dates": {}, "target": "y", "impute": "median", "transformer": '
     deep = header + '{"list": [' * 400 + "]}" * 400 + "}"
     for text in ("[1, 2]", "{not json", "", "null", "[" * 100_000 + "]" * 100_000, deep):

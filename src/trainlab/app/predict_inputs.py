@@ -1,8 +1,9 @@
 """Inputs for prediction, per kind of run, encoded exactly as training encoded its data.
 
 - tables (`data=csv`): the run's fitted `TablePreprocessor` takes the columns by name;
-- text (`data=text`, `text_demo`): the run's tokenizer; a CSV or Parquet file with the text
-  column, or a `.txt` file with one text per line;
+- text (`data=text`, `text_demo`): the run's tokenizer, or its TF-IDF / bag-of-words
+  vectorizer; a CSV or Parquet file with the text column, or a `.txt` file with one text
+  per line;
 - arrays (`digits`, `breast_cancer`, `diabetes`, `synthetic`, or a dataset of your own):
   `.npy` / `.npz` arrays or a table of the feature (pixel) columns, checked against the
   run's input shape and scaled by the scaler training fitted, rebuilt from the run's data
@@ -27,12 +28,14 @@ from trainlab.components.data.datasets import DataInfo
 from trainlab.components.data.files import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from trainlab.components.data.preprocessing import TablePreprocessor, numeric_column
 from trainlab.components.data.text import TextPreprocessor
+from trainlab.components.data.text_features import TextVectorizer
 from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
 
 DATA_PACKAGE = "trainlab.components.data."
 BUILT_IN = ("load_digits", "load_breast_cancer", "load_diabetes", "load_synthetic")
+TEXT_LOADERS = ("load_text", "load_text_demo")
 TEXT_SUFFIXES = (".txt",)
 ARRAY_SUFFIXES = (".npy", ".npz")
 TRAINED_ON_NUMBERS = "the model was trained on numbers in this column: fix the file"
@@ -76,9 +79,10 @@ class TableInput:
 
 
 class TextInput:
-    """Texts (text runs), tokenized and padded by the run's own fitted tokenizer."""
+    """Texts (text runs), tokenized and padded by the run's own fitted tokenizer, or turned
+    into TF-IDF / count rows by its fitted vectorizer."""
 
-    def __init__(self, preprocessor: TextPreprocessor, text_column: str) -> None:
+    def __init__(self, preprocessor: TextPreprocessor | TextVectorizer, text_column: str) -> None:
         self.preprocessor = preprocessor
         self.text_column = text_column
 
@@ -287,8 +291,11 @@ def input_for_run(run_dir: Path, info: DataInfo, config: dict[str, Any]) -> Any:
     """How this run's inputs are read and encoded (see the module's docstring)."""
     data = config.get("data") or {}
     target = str(data.get("_target_", ""))
+    text_column = str(data.get("text_column", "text"))
     if info.input_kind == "tokens":
-        return TextInput(TextPreprocessor.load(run_dir), str(data.get("text_column", "text")))
+        return TextInput(TextPreprocessor.load(run_dir), text_column)
+    if target.startswith(DATA_PACKAGE) and target.rsplit(".", 1)[-1] in TEXT_LOADERS:
+        return TextInput(TextVectorizer.load(run_dir), text_column)
     if target.startswith(DATA_PACKAGE) and target.endswith(".load_table"):
         return TableInput(TablePreprocessor.load(run_dir), data)
     loader = built_in_loader(data)

@@ -1,7 +1,7 @@
 """Preprocessing of a table's rows into model inputs, fitted once and saved with the run.
 
 `TablePreprocessor` types the feature columns (numbers as floats, categories as text,
-dates as numbers) the same way for training and prediction files, and wraps a
+dates as numbers, see `dates.py`) the same way for training and prediction files, and wraps a
 scikit-learn `ColumnTransformer`: numbers are imputed and scaled, categories imputed and
 one-hot encoded. It is saved as data (`preprocessing.json`, see `state.py`), never as a
 pickle: loading a run folder from someone else runs none of their code.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from trainlab.components.data.datasets import SCALERS
+from trainlab.components.data.dates import date_columns, date_parts
 from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.state import UnsafeState, decode, encode
 from trainlab.errors import TrainlabError
@@ -37,72 +37,8 @@ PREPROCESSING_FILE = "preprocessing.json"
 PICKLED_FILE = "preprocessing.pkl"  # written by trainlab before it stored data only
 TRAINED_ON_NUMBERS = "the model was trained on numbers in this column: fix the file"
 FORMAT = "trainlab-preprocessing"
-VERSION = 2
+VERSION = 3  # 3: date columns gained cyclic parts and, with times of day, the hour
 IMPUTE = ("drop", "mean", "median", "most_frequent", "knn")
-# A date column becomes these numeric inputs (`<column>_year`, ...); `days` counts days
-# (with the time of day as a fraction) since 1970-01-01 UTC.
-DATE_PARTS = ("year", "month", "day", "weekday", "days")
-# A text that may be a date, or a date and time: year-month-day, day/month/year or
-# month/day/year (any of - / . between), then an optional time of day and UTC offset.
-DATE_LIKE = re.compile(
-    r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}"
-    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?"
-)
-NATIVE_DATES = ""  # the format of a column the file already typed as dates (Parquet)
-
-
-def date_format(series: pd.Series) -> str | None:
-    """The strftime format of a text column whose every value is a date, else None."""
-    if types.is_datetime64_any_dtype(series):
-        return NATIVE_DATES
-    values = series.dropna()
-    if values.empty or types.is_numeric_dtype(values) or types.is_bool_dtype(values):
-        return None
-    texts = values.astype(str).str.strip()
-    if DATE_LIKE.fullmatch(texts.iloc[0]) is None:  # most text columns end here
-        return None
-    if not texts.map(lambda text: DATE_LIKE.fullmatch(text) is not None).all():
-        return None
-    from pandas.tseries.api import guess_datetime_format
-
-    guessed = guess_datetime_format(texts.iloc[0], dayfirst=_day_first(texts))
-    if guessed is None or pd.to_datetime(texts, format=guessed, errors="coerce").isna().any():
-        return None
-    return guessed
-
-
-def _day_first(texts: pd.Series) -> bool:
-    """Whether a file of d/m/y dates says so: some first field above 12 (13/04/2024)."""
-    first = texts.str.extract(r"^(\d{1,2})[/.]", expand=False).dropna()
-    return bool(len(first)) and bool((first.astype(int) > 12).any())
-
-
-def date_parts(series: pd.Series, name: str, form: str) -> pd.DataFrame:
-    """The numeric inputs of a date column (see `DATE_PARTS`); a missing or unreadable date
-    gives gaps, which are imputed like any missing number."""
-    if form == NATIVE_DATES:
-        stamps = pd.to_datetime(series, errors="coerce", utc=True)
-    else:
-        texts = series.where(series.isna(), series.astype(str).str.strip())
-        stamps = pd.to_datetime(texts, format=form, errors="coerce", utc=True)
-    stamps = stamps.dt.tz_convert(None)
-    days = (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-    parts = {
-        "year": stamps.dt.year,
-        "month": stamps.dt.month,
-        "day": stamps.dt.day,
-        "weekday": stamps.dt.day_of_week,  # Monday is 0
-        "days": days,
-    }
-    return pd.DataFrame(
-        {f"{name}_{part}": parts[part].astype("float64") for part in DATE_PARTS},
-        index=series.index,
-    )
-
-
-def date_columns(dates: dict[str, str]) -> list[str]:
-    """The numeric inputs the date columns `dates` become."""
-    return [f"{name}_{part}" for name in dates for part in DATE_PARTS]
 
 
 def shown(names: list[str], most: int = 12) -> str:
@@ -171,7 +107,7 @@ class TablePreprocessor:
     """The fitted transform from a table's feature columns to model inputs.
 
     Numeric columns are imputed (unless `impute` is "drop") and scaled; date columns become
-    numbers (`DATE_PARTS`) treated the same way; categorical columns are imputed and one-hot
+    numbers (`dates.date_parts`) treated the same way; categorical columns are imputed and one-hot
     encoded, an unseen category giving all zeros.
     """
 

@@ -11,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from trainlab.errors import ConfigError
-from trainlab.schema import batch_size, positive_ints, spec
+from trainlab.schema import batch_size, is_count, positive_ints, spec
 
 
 @dataclass
@@ -89,16 +89,41 @@ class DigitsSchema(SplitSchema):
 
 # --- text (data=text, data=text_demo) -------------------------------------------------------
 TOKENIZERS = ("word", "char", "bpe", "wordpiece")
+REPRESENTATIONS = ("tokens", "tfidf", "bow")
+# Settings that only the token representation reads, with their defaults.
+TOKEN_SETTINGS = {"tokenizer": "word", "vocab_size": 10000, "min_freq": 1, "max_length": 128}
+
+
+def count_or_null(value: Any) -> str | None:
+    return None if value is None or is_count(value) else "must be a positive integer or null"
+
+
+def ngram_range(value: Any) -> str | None:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(is_count(v) for v in value)
+        and value[0] <= value[1]
+    ):
+        return None
+    return "must be [min_n,max_n] with 1 <= min_n <= max_n, e.g. [1,2] for words and word pairs"
 
 
 @dataclass
 class TextTokensSchema:
-    """Tokenization, splits and batching shared by the text datasets (no feature scaling)."""
+    """Tokenization (or TF-IDF / bag-of-words features), splits and batching shared by the
+    text datasets (no feature scaling)."""
 
+    representation: str = spec("tokens", choices=REPRESENTATIONS)
     tokenizer: str = spec("word", choices=TOKENIZERS)
     vocab_size: int = spec(10000, ge=3)  # [PAD]=0 and [UNK]=1 included
     min_freq: int = spec(1, ge=1)
     max_length: int = spec(128, ge=1)
+    # representation=tfidf | bow (scikit-learn's vectorizer arguments)
+    max_features: int | None = spec(20000, check=count_or_null)  # null: every term
+    ngram_range: list[int] = spec([1, 1], check=ngram_range)
+    min_df: int = spec(1, ge=1)  # terms in fewer training texts are dropped
+    sublinear_tf: bool = spec(True)  # tfidf: 1 + log(count) instead of the count
     lowercase: bool = spec(True)
     val_fraction: float = spec(0.15, gt=0.0, lt=1.0)
     test_fraction: float = spec(0.15, gt=0.0, lt=1.0)
@@ -107,7 +132,19 @@ class TextTokensSchema:
     shuffle: bool = spec(True)
     drop_last: bool = spec(False)
 
-    cross_check = SplitSchema.cross_check
+    def cross_check(self, key: str) -> None:
+        SplitSchema.cross_check(self, key)  # type: ignore[arg-type]
+        if self.representation == "tokens":
+            return
+        changed = [k for k, default in TOKEN_SETTINGS.items() if getattr(self, k) != default]
+        if changed:
+            setting = f"{key}.{changed[0]}={getattr(self, changed[0])}"
+            raise ConfigError(
+                f"{setting} applies to {key}.representation=tokens only; with "
+                f"{key}.representation={self.representation} the words are scikit-learn's "
+                f"(runs of 2+ letters or digits): drop {setting}, or use {key}.max_features, "
+                f"{key}.ngram_range and {key}.min_df"
+            )
 
 
 @dataclass

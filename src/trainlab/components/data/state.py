@@ -17,16 +17,19 @@ from typing import Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 
 # The only classes a file may name. FunctionTransformer is what a fitted ColumnTransformer
-# makes of "passthrough"; its function must be None (see `_check_function`).
+# makes of "passthrough"; its function must be None (see `_check_function`). The text
+# vectorizers' analyzer, tokenizer and preprocessor are checked by their loader (names only).
 ESTIMATORS = {
     f"{cls.__module__.split('.')[0]}.{cls.__name__}": cls
     for cls in (
         ColumnTransformer,
+        CountVectorizer,
         FunctionTransformer,
         KNNImputer,
         MinMaxScaler,
@@ -35,6 +38,8 @@ ESTIMATORS = {
         Pipeline,
         SimpleImputer,
         StandardScaler,
+        TfidfTransformer,
+        TfidfVectorizer,
     )
 }
 # Numeric arrays are stored as raw bytes; kinds: bool, signed, unsigned, float.

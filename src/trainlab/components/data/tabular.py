@@ -20,14 +20,13 @@ import torch
 from pandas.api import types
 
 from trainlab.components.data.datasets import DataBundle, DataInfo, Split, split_rows
+from trainlab.components.data.dates import date_columns, date_format, has_time
 from trainlab.components.data.files import read_table
 from trainlab.components.data.preprocessing import (
     TablePreprocessor,
     build_transformer,
     categorical_column,
     category_text,
-    date_columns,
-    date_format,
     numeric_column,
     shown,
 )
@@ -37,6 +36,10 @@ log = logging.getLogger("trainlab")
 
 # task=auto: a target of whole numbers with at most this many distinct values is a class label.
 MAX_AUTO_CLASSES = 20
+# A detected text column with more distinct values than this share of its filled rows (and
+# at least ID_MIN_LEVELS of them) is an ID or a name: left out, with a note.
+ID_SHARE = 0.5
+ID_MIN_LEVELS = 20
 DECLARED_NUMERIC = "fix the file, or list the column in data.categorical instead of data.numeric"
 
 
@@ -59,8 +62,10 @@ def column_kinds(
     """The numeric, the categorical and the date feature columns (with each date column's
     format), declared or detected by dtype and content.
 
-    A detected text column with more than `max_categories` distinct values (an ID, free
-    text) is refused rather than one-hot encoded into that many inputs."""
+    A detected text column is never one-hot encoded into a flood of inputs: one with nearly
+    a value per row (an ID, a name: see `ID_SHARE`) is left out with a note; one with more
+    than `max_categories` distinct values otherwise (free text) is refused. A column listed
+    in `data.categorical` is one-hot encoded whatever its number of values."""
     columns = list(frame.columns)
     for setting, names in (
         ("data.categorical", categorical),
@@ -70,7 +75,7 @@ def column_kinds(
         for name in names:
             if name not in columns:
                 raise unknown_column(name, setting, columns, where)
-    numbers, categories, dates = [], [], {}
+    numbers, categories, dates, identifiers = [], [], {}, []
     for name in columns:
         column = frame[name]
         if name == target or name in drop_columns:
@@ -86,17 +91,33 @@ def column_kinds(
                 f"column '{name}' of {where} holds {column.dtype} values, which the model "
                 f"cannot take; leave it out with data.drop_columns=[{name}] or convert it"
             )
-        elif (form := date_format(column)) is not None:
+        elif (form := date_format(column, name, where)) is not None:
             dates[name] = form
         elif types.is_bool_dtype(column) or not types.is_numeric_dtype(column):
+            if looks_like_identifier(column):
+                identifiers.append(name)
+                continue
             check_categories(column, name, where, max_categories)
             categories.append(name)
         else:
             numbers.append(name)
     if dates:
+        timed = (
+            " (and hour, with its sin/cos, where they hold times)"
+            if any(has_time(form) for form in dates.values())
+            else ""
+        )
         log.info(
             f"note: date column(s) {shown(list(dates))} of {where} become numbers: year, month, "
-            "day, weekday, days since 1970 (list a column in data.categorical to keep it as text)"
+            f"day, weekday, days since 1970, sin/cos of month and weekday{timed} "
+            "(list a column in data.categorical to keep it as text)"
+        )
+    for name in identifiers:
+        distinct = categorical_column(frame[name]).nunique()
+        log.info(
+            f"note: column '{name}' of {where} has {distinct} distinct texts in "
+            f"{int(frame[name].notna().sum())} rows (an ID or a name?); it is left out: "
+            f"list it in data.categorical=[{name}] to one-hot encode it anyway"
         )
     if not numbers and not categories and not dates:
         raise TrainlabError(
@@ -106,15 +127,20 @@ def column_kinds(
     return numbers, categories, dates
 
 
+def looks_like_identifier(column: pd.Series) -> bool:
+    """Nearly one distinct text per filled row: an ID, a name, a free-text note."""
+    distinct = categorical_column(column).nunique()
+    return distinct >= ID_MIN_LEVELS and distinct > ID_SHARE * column.notna().sum()
+
+
 def check_categories(column: pd.Series, name: str, where: str, most: int) -> None:
     """Refuse a text column with more distinct values than one-hot encoding should take."""
     distinct = categorical_column(column).nunique()
     if distinct > most:
-        kind = "an ID?" if distinct == column.notna().sum() else "an ID or free text?"
         raise TrainlabError(
-            f"column '{name}' of {where} has {distinct} distinct texts ({kind}), over "
-            f"data.max_categories={most}: leave it out with data.drop_columns=[{name}] "
-            "or raise data.max_categories"
+            f"column '{name}' of {where} has {distinct} distinct texts (free text?), over "
+            f"data.max_categories={most}: leave it out with data.drop_columns=[{name}], "
+            f"raise data.max_categories, or list it in data.categorical=[{name}]"
         )
 
 

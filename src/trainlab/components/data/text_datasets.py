@@ -1,7 +1,9 @@
 """Text classification data: a CSV of (text, label) rows, or a generated demo task.
 
-Both go through `text_bundle`: stratified splits, a tokenizer fitted on the training split
-only, and (N, T) token-id tensors right-padded with 0 (see `trainlab.components.data.text`).
+Both go through `text_bundle`: stratified splits, then fitted on the training split only
+either a tokenizer giving (N, T) token-id tensors right-padded with 0
+(`representation=tokens`, see `trainlab.components.data.text`) or a TF-IDF / bag-of-words
+vectorizer giving (N, features) float rows (`tfidf`, `bow`, see `text_features`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from trainlab.components.data import files
 from trainlab.components.data.datasets import DataBundle, DataInfo, Split, split_rows
 from trainlab.components.data.file_checks import TEXT_FIX, TEXT_NEEDS, check_file
 from trainlab.components.data.text import PADDING_IDX, UNKNOWN_IDX, TextPreprocessor
+from trainlab.components.data.text_features import TextVectorizer
 from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
@@ -54,27 +57,21 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def text_bundle(
+def text_splits(
     frame: pd.DataFrame,
     *,
     seed: int,
-    name: str,
     source: str,
     text_column: str = "text",
     label_column: str = "label",
-    tokenizer: str = "word",
-    vocab_size: int = 10000,
-    min_freq: int = 1,
-    max_length: int = 128,
-    lowercase: bool = True,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     fold: tuple[int, int] | None = None,
-    **batching: Any,
-) -> DataBundle:
-    """Split a table of texts and labels, fit the tokenizer on the training split, encode.
+) -> tuple[np.ndarray, np.ndarray, list[str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The texts, class indices, class names and (train, val, test) rows of a table.
 
-    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
+    The split is stratified and a function of `seed` (and `fold=(k, folds)`, see
+    `split_rows`), so a baseline can be fitted on exactly the rows trainlab trains on."""
     for key, column in (("text_column", text_column), ("label_column", label_column)):
         if column not in frame.columns:
             raise TrainlabError(
@@ -105,7 +102,7 @@ def text_bundle(
         )
     index = {label: i for i, label in enumerate(class_names)}
     targets = np.array([index[label] for label in labels], dtype=np.int64)
-    train, val, test = split_rows(
+    rows = split_rows(
         targets,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
@@ -116,6 +113,75 @@ def text_bundle(
         target=f"data.label_column={label_column!r}",
         fix="or check data.label_column",
     )
+    return texts, targets, class_names, rows
+
+
+def text_bundle(
+    frame: pd.DataFrame,
+    *,
+    seed: int,
+    name: str,
+    source: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    representation: str = "tokens",
+    tokenizer: str = "word",
+    vocab_size: int = 10000,
+    min_freq: int = 1,
+    max_length: int = 128,
+    max_features: int | None = 20000,
+    ngram_range: Sequence[int] = (1, 1),
+    min_df: int = 1,
+    sublinear_tf: bool = True,
+    lowercase: bool = True,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    fold: tuple[int, int] | None = None,
+    **batching: Any,
+) -> DataBundle:
+    """Split a table of texts and labels, fit the tokenizer (or vectorizer) on the training
+    split, encode every split.
+
+    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
+    texts, targets, class_names, (train, val, test) = text_splits(
+        frame,
+        seed=seed,
+        source=source,
+        text_column=text_column,
+        label_column=label_column,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        fold=fold,
+    )
+    task = "binary" if len(class_names) == 2 else "multiclass"
+    if representation != "tokens":
+        vectorizer = TextVectorizer.fit(
+            list(texts[train]),
+            representation=representation,
+            max_features=max_features,
+            ngram_range=ngram_range,
+            min_df=min_df,
+            sublinear_tf=sublinear_tf,
+            lowercase=lowercase,
+            source=f"the training texts of {source}",
+        )
+        vectorizer.check_size(len(texts))
+        log.info(vectorizer.describe(len(texts)))
+        rows = {"train": train, "val": val, "test": test}
+        splits = {
+            split: Split(vectorizer.encode(list(texts[indices])), torch.as_tensor(targets[indices]))
+            for split, indices in rows.items()
+        }
+        info = DataInfo(
+            name=name,
+            task=task,
+            input_kind="features",
+            input_shape=(vectorizer.num_features,),
+            num_classes=len(class_names),
+            class_names=class_names,
+        )
+        return DataBundle(**splits, info=info, preprocessor=vectorizer, **batching)
+
     preprocessor = TextPreprocessor.fit(
         list(texts[train]),
         tokenizer=tokenizer,
@@ -133,7 +199,7 @@ def text_bundle(
     log.info(describe(preprocessor, splits["train"].inputs, splits["val"].inputs))
     info = DataInfo(
         name=name,
-        task="binary" if len(class_names) == 2 else "multiclass",
+        task=task,
         input_kind="tokens",
         input_shape=(preprocessor.length,),
         num_classes=len(class_names),
