@@ -45,6 +45,6 @@ class Stream(IterableDataset):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(0)
-        for index in range(self.count):
+        for _ in range(self.count):
             features = torch.randn(4, generator=generator)
             yield features, int(features.sum() > 0)

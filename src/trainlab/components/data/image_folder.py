@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainlab.components.data.augment import ImageAugment
 from trainlab.components.data.datasets import DataInfo
-from trainlab.components.data.image_files import list_image_folder
+from trainlab.components.data.image_files import IMAGE_SUFFIXES, list_image_folder
 from trainlab.components.data.own_dataset import build_node, cut_rows
 from trainlab.components.data.torch_datasets import ItemBundle, worker_message
 from trainlab.errors import TrainlabError
@@ -246,3 +246,57 @@ def read_settings(run_dir: Path) -> dict[str, Any]:
             "run folder trained with data=image_folder, or retrain it"
         ) from None
     return {"channels": channels, "image_size": size, "mean": mean, "std": std}
+
+
+class ImageInput:
+    """Image files for `trainlab predict` on an image-folder run: decoded, resized and
+    normalised with the settings training saved (`image_folder.json`)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        settings = read_settings(run_dir)
+        self.channels, self.size = settings["channels"], tuple(settings["image_size"])
+        self.normalize = Normalize(settings["mean"], settings["std"])
+
+    @property
+    def takes(self) -> str:
+        return "an image file (.png, .jpg, .jpeg) or a folder of them"
+
+    def read(self, path: Path, what: str) -> Any:
+        """The image files at `path` (a file, or a folder searched through, sorted) as a
+        table with one column, `file`."""
+        import pandas as pd
+
+        if path.is_dir():
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise TrainlabError(
+                    f"{what}={path}: the folder holds no images; it needs {self.takes}"
+                )
+        elif path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            files = [path]
+        else:
+            raise TrainlabError(f"{what}={path}: not found or not an image; it needs {self.takes}")
+        return pd.DataFrame({"file": [str(f) for f in files]})
+
+    def encode(self, inputs: Any, where: str) -> torch.Tensor:
+        """Files (a table with a `file` column, or a list of paths), or uint8 images
+        (N, C, H, W) of the run's size, as the normalised batch the model takes."""
+        if hasattr(inputs, "columns"):
+            inputs = list(inputs["file"])
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        if isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise TrainlabError(f"{where} holds no images")
+            images = torch.stack([read_image(Path(f), self.channels, self.size) for f in inputs])
+        else:
+            images = torch.as_tensor(np.asarray(inputs))
+            expected = (self.channels, *self.size)
+            if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+                raise TrainlabError(
+                    f"{where} has shape {tuple(images.shape)}; this run takes image files or "
+                    f"uint8 images (N, {', '.join(map(str, expected))})"
+                )
+        return self.normalize(images)
