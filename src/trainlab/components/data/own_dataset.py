@@ -61,9 +61,16 @@ def cut_rows(
     if not (need_val or need_test):
         return rows, None, None
     fraction = val_fraction if need_val else test_fraction
-    train, cut = train_test_split(
-        rows, test_size=fraction, random_state=seed, stratify=labels if stratify else None
-    )
+    try:
+        train, cut = train_test_split(
+            rows, test_size=fraction, random_state=seed, stratify=labels if stratify else None
+        )
+    except ValueError as ex:
+        setting = "data.val_fraction" if need_val else "data.test_fraction"
+        raise TrainlabError(
+            f"cannot cut {setting}={fraction:g} from {count} rows "
+            f"({str(ex).splitlines()[0][:160]}); use more rows or a larger {setting}"
+        ) from None
     return (train, cut, None) if need_val else (train, None, cut)
 
 
