@@ -39,7 +39,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             config.option.dist = "worksteal"
 
 
-
 def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -> DictConfig:
     """The config `python train.py OVERRIDES` would run, writing into `output_dir`."""
     register_resolvers()

@@ -85,6 +85,8 @@ def as_pair(item: Any, index: int, where: str) -> tuple[Any, Any]:
         inputs = torch.from_numpy(np.ascontiguousarray(inputs))
     if isinstance(inputs, torch.Tensor) and inputs.dtype == torch.float64:
         inputs = inputs.float()  # the models' weights are float32
+    if isinstance(target, (list, tuple)) and all(isinstance(v, (int, float)) for v in target):
+        target = torch.as_tensor(target)
     if isinstance(target, (np.ndarray, np.generic)):
         target = torch.as_tensor(target)
     if isinstance(target, (bool, int)) or (
