@@ -212,7 +212,7 @@ class ItemSplitSchema:
     val_fraction: float = spec(0.15, gt=0.0, lt=1.0)
     test_fraction: float = spec(0.15, gt=0.0, lt=1.0)
     batch_size: Any = spec(64, check=batch_size)
-    eval_batch_size: int = spec(256, ge=1)
+    eval_batch_size: int = spec(1024, ge=1)
     shuffle: bool = spec(True)
     drop_last: bool = spec(False)
     num_workers: int = spec(0, ge=0)  # DataLoader worker processes reading the items
