@@ -7,6 +7,8 @@
     python scripts/bench.py --json bench.json      # also write every figure as JSON
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
+    python scripts/bench.py --image-folder         # data=image_folder's loader against a
+                                                   # hand-written DataLoader (bench_images.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -848,6 +850,15 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--image-folder",
+        action="store_true",
+        help="instead: data=image_folder's loader against a hand-written DataLoader loop "
+        "(--image-count, --image-size, --image-workers, --rounds, --warmup)",
+    )
+    parser.add_argument("--image-count", type=int, default=4000)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -885,6 +896,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.image_folder:
+        import bench_images
+
+        report |= bench_images.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 
