@@ -301,3 +301,18 @@ def test_sigterm_saves_and_exits_143_with_workers(digits_folder, tmp_path) -> No
     assert line.startswith("stopped: SIGTERM at step ") and "resume=auto" in line, line
     last = load_checkpoint(only_run(tmp_path) / "checkpoints" / "last.pt")
     assert last["position"]["global_step"] >= 14
+
+
+@pytest.mark.slow  # a benchmark run in its own process
+def test_the_image_folder_bench_reports_every_figure(tmp_path) -> None:
+    from test_bench import bench
+
+    report = bench(
+        tmp_path, "--image-folder", *("--image-count", "200", "--rounds", "1", "--warmup", "0")
+    )
+    result = report["image_folder"]
+    assert result["images"] == 200 and result["workers"] == 2
+    assert set(result["samples_per_s"]) == {"trainlab", "handwritten"}
+    assert all(v > 0 for v in result["samples_per_s"].values())
+    assert result["ratio"] > 0 and result["first_batch_s"]["trainlab"] > 0
+    assert "ratio trainlab / handwritten" in report["printed"]
