@@ -413,6 +413,8 @@ def place_data(data: DataBundle, device: torch.device, trainer_cfg: TrainerSchem
 
     num_workers = getattr(data, "num_workers", 0)  # data.num_workers
     if getattr(data, "reads_items", False):  # a Dataset read item by item: a DataLoader
+        if trainer_cfg.loader == "tensors":
+            log.info("note: trainer.loader=tensors: this data is read item by item by a DataLoader")
         return data.stream_to(device, num_workers, use_pin_memory(trainer_cfg.pin_memory, device))
     loader = choose_loader(trainer_cfg.loader, data.nbytes, device, num_workers)
     if loader == "tensors":

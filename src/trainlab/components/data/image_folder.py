@@ -38,7 +38,9 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> torch
     (height, width) when given; an unreadable file is one line naming it."""
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            mode = "L" if channels == 1 else "RGB"
+            if image.mode != mode:  # else convert would only copy it
+                image = image.convert(mode)
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
@@ -58,6 +60,8 @@ def _reason(error: BaseException) -> str:
 
 class ImageFiles(Dataset):
     """`(image, class index)` items of a list of files: uint8 (C, H, W) tensors."""
+
+    draws_random_numbers = False  # reading an item needs no seeded generator
 
     def __init__(
         self, files: list[tuple[Path, int]], channels: int, size: tuple[int, int] | None

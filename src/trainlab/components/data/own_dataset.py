@@ -93,6 +93,8 @@ def load_dataset(
     """Your Dataset(s) as trainlab's splits: `train`, and `val` / `test` or the fractions
     of `train` cut off for them (seeded by `seed`; cross-validation folds the rest).
     `train`, `val` and `test` are Datasets, or config nodes naming one by `_target_`."""
+    for key in ("transform", "eval_transform"):
+        batching[key] = build_node(batching.get(key), f"data.{key}")
     train, val, test = (
         build_node(node, f"data.{key}")
         for key, node in (("train", train), ("val", val), ("test", test))

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -81,6 +81,8 @@ def as_pair(item: Any, index: int, where: str) -> tuple[Any, Any]:
             "Dataset's __getitem__ return `inputs, target`"
         )
     inputs, target = item
+    if type(target) is int and isinstance(inputs, torch.Tensor) and inputs.dtype != torch.float64:
+        return inputs, torch.tensor(target)  # the common case, quickly
     if isinstance(inputs, np.ndarray):
         inputs = torch.from_numpy(np.ascontiguousarray(inputs))
     if isinstance(inputs, torch.Tensor) and inputs.dtype == torch.float64:
@@ -130,7 +132,8 @@ class ItemSource(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, Any]:
         epoch, index = key
-        with seeded(item_seed(self.seed, epoch, index)):
+        random = self.transform is not None or getattr(self.dataset, "draws_random_numbers", True)
+        with seeded(item_seed(self.seed, epoch, index)) if random else nullcontext():
             try:
                 item = self.dataset[index]
                 if self.transform is not None and isinstance(item, (tuple, list)):
