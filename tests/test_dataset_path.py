@@ -145,7 +145,8 @@ def test_an_iterable_dataset_is_read_once_and_batched(caplog) -> None:
     assert len(list(data.train_batches(seed=1).epoch(0))) == 7
 
 
-def test_a_user_dataset_trains_by_target_and_bad_settings_are_one_line(tmp_path) -> None:
+@pytest.mark.slow  # test_configs trains data=dataset one epoch by default
+def test_a_user_dataset_trains_by_target_and_a_bad_target_is_one_line(tmp_path) -> None:
     done = train_in_process(
         "data=dataset",
         f"data.train._target_={TARGET}",
@@ -158,6 +159,15 @@ def test_a_user_dataset_trains_by_target_and_bad_settings_are_one_line(tmp_path)
     assert done.returncode == 0, done.stderr
     metrics = read_metrics(tmp_path / "outputs" / "runs" / "in-process")
     assert metrics["test"]["test/acc"] >= 0.8
+    (tmp_path / "bad").mkdir()
+    failed = train_in_process(
+        "data=dataset", "data.train._target_=user_datasets.Nope", cwd=tmp_path / "bad"
+    )
+    assert failed.returncode == 2
+    assert "data.train._target_=user_datasets.Nope could not be built" in failed.stderr
+
+
+def test_bad_dataset_settings_are_one_line() -> None:
     for override, message in (
         ("data.train._target_=null", "data.train is not set: give your Dataset class"),
         ("+data.val.flat=true", "data.val={'_target_': None, 'flat': True} has arguments but no"),
@@ -165,12 +175,6 @@ def test_a_user_dataset_trains_by_target_and_bad_settings_are_one_line(tmp_path)
     ):
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
             validate(compose_config("data=dataset", f"data.train._target_={TARGET}", override))
-    (tmp_path / "bad").mkdir()
-    failed = train_in_process(
-        "data=dataset", "data.train._target_=user_datasets.Nope", cwd=tmp_path / "bad"
-    )
-    assert failed.returncode == 2
-    assert "data.train._target_=user_datasets.Nope could not be built" in failed.stderr
 
 
 def test_trainer_num_workers_moved_to_data() -> None:
