@@ -11,6 +11,8 @@
                                                    # (scripts/bench_quantize.py)
     python scripts/bench.py --export               # latency of exported ONNX / TorchScript
                                                    # files against eager (bench_export.py)
+    python scripts/bench.py --image-folder         # data=image_folder's loader against a
+                                                   # hand-written DataLoader (bench_images.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
     python scripts/bench.py --tfidf                # TF-IDF text against scikit-learn's
@@ -863,6 +865,15 @@ def main() -> None:
     parser.add_argument(
         "--quantize-epochs", type=int, default=10, help="with --quantize: epochs of each run"
     )
+    parser.add_argument(
+        "--image-folder",
+        action="store_true",
+        help="instead: data=image_folder's loader against a hand-written DataLoader loop "
+        "(--image-count, --image-size, --image-workers, --rounds, --warmup)",
+    )
+    parser.add_argument("--image-count", type=int, default=4000)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     import bench_export
 
@@ -907,7 +918,7 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    if args.quantize or args.export or args.tfidf or args.tfidf_quick:
+    if args.quantize or args.export or args.tfidf or args.tfidf_quick or args.image_folder:
         if args.quantize:
             import bench_quantize
 
@@ -918,6 +929,10 @@ def main() -> None:
             import bench_tfidf
 
             report |= bench_tfidf.run(args)
+        if args.image_folder:
+            import bench_images
+
+            report |= bench_images.run(args)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2))
         return

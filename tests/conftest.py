@@ -39,7 +39,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             config.option.dist = "worksteal"
 
 
-
 def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -> DictConfig:
     """The config `python train.py OVERRIDES` would run, writing into `output_dir`."""
     register_resolvers()
@@ -196,3 +195,19 @@ def table_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tables") / "pets.csv"
     pets_table().to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 of scikit-learn's digits as PNG files in <folder>/<class>/, for `data=image_folder`."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("image_folder") / "digits"
+    digits = load_digits()
+    pairs = zip(digits.images[:200], digits.target[:200], strict=True)
+    for index, (image, label) in enumerate(pairs):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        pixels = (image * 255 / 16).round().astype("uint8")
+        Image.fromarray(pixels, "L").save(root / str(label) / f"{index:04d}.png")
+    return root

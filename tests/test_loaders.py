@@ -127,7 +127,7 @@ TEXT = (
     ("setup", "streamed"),
     [
         (("trainer.max_epochs=3",), ("trainer.loader=dataloader",)),
-        ((*TEXT, "trainer.max_epochs=3"), ("trainer.loader=dataloader", "trainer.num_workers=2")),
+        ((*TEXT, "trainer.max_epochs=3"), ("trainer.loader=dataloader", "data.num_workers=2")),
     ],
     ids=["digits_mlp", "text_rnn_workers"],
 )
@@ -151,7 +151,7 @@ def test_same_metrics_and_weights_with_and_without_the_fast_path(
 
 @pytest.mark.slow  # a real process killed and resumed: long; run with -m slow
 def test_sigterm_mid_epoch_on_the_dataloader_path_resumes_exactly(tmp_path) -> None:
-    options = (*MLP, *COMMON, "trainer.loader=dataloader", "trainer.num_workers=2")
+    options = (*MLP, *COMMON, "trainer.loader=dataloader", "data.num_workers=2")
     reference = Run(tmp_path / "reference", *options)
     stopped = Run(tmp_path / "stopped", *options)
     stopped.wait_for("step_14.pt")
@@ -173,8 +173,8 @@ def test_sigterm_mid_epoch_on_the_dataloader_path_resumes_exactly(tmp_path) -> N
             "trainer.loader='disk' is not allowed; choose one of: auto, tensors, dataloader",
         ),
         (
-            "trainer.num_workers=-1",
-            "trainer.num_workers=-1 is out of range: it must be >= 0, e.g. trainer.num_workers=0",
+            "data.num_workers=-1",
+            "data.num_workers=-1 is out of range: it must be >= 0, e.g. data.num_workers=0",
         ),
         ("trainer.pin_memory=maybe", "trainer.pin_memory='maybe' must be one of: auto, true"),
     ],

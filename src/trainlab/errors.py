@@ -34,6 +34,10 @@ class Preempted(TrainlabError):
     exit_code = 143
 
 
+# Settings that moved: an old command line gets the new name, not "unknown key".
+MOVED_KEYS = {"trainer.num_workers": "data.num_workers"}
+
+
 def did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -94,6 +98,8 @@ def one_line(ex: BaseException) -> str:
         cause, (ConfigKeyError, ConfigAttributeError)
     ):
         key = getattr(cause, "full_key", None) or str(getattr(cause, "key", ""))
+        if key in MOVED_KEYS:
+            return f"{key} moved to {MOVED_KEYS[key]}: use {MOVED_KEYS[key]}=... instead"
         parent = getattr(cause, "parent_node", None)
         known = [str(k) for k in parent] if hasattr(parent, "keys") else []
         known = [k for k in known if not k.startswith("_") and k != "hydra"]

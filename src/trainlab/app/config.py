@@ -292,6 +292,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         node = cfg.get(group)
         if node is not None and (schema := schema_for(node.get("_target_"))):
             checked[group] = check_node(node, group, schema)
+    if "num_workers" in cfg.trainer:  # a config written before it moved
+        raise ConfigError(
+            f"trainer.num_workers moved to data.num_workers: use "
+            f"data.num_workers={cfg.trainer.num_workers} instead"
+        )
     checked["trainer"] = check_node(cfg.trainer, "trainer", TrainerSchema)
     checked["cv"] = check_node(cfg.cv, "cv", CVSchema)
     checked["lr_find"] = check_node(cfg.lr_find, "lr_find", LRFindSchema)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.components.data.file_checks import TEXT_FIX, TEXT_NEEDS, check_file
-from trainlab.components.data.schemas import TableFileSchema, TextSchema
+from trainlab.components.data.image_files import list_image_folder
+from trainlab.components.data.schemas import ImageFolderSchema, TableFileSchema, TextSchema
 from trainlab.errors import ConfigError, TrainlabError, did_you_mean, listing
 
 # What a GPU driver leaves on Linux: NVIDIA's, WSL's and ROCm's device nodes.
@@ -31,6 +32,8 @@ def check_early(checked: dict[str, Any]) -> None:
         check_table_file(data)
     elif isinstance(data, TextSchema):
         check_text_file(data)
+    elif isinstance(data, ImageFolderSchema):
+        list_image_folder(data.path)  # the folder's layout; the images when loading
     check_device(checked["trainer"].device)
 
 

@@ -411,11 +411,16 @@ def place_data(data: DataBundle, device: torch.device, trainer_cfg: TrainerSchem
     (tensors), or in host memory behind a DataLoader (dataloader)."""
     from trainlab.components.data.loaders import choose_loader, use_pin_memory
 
-    loader = choose_loader(trainer_cfg.loader, data.nbytes, device, trainer_cfg.num_workers)
+    num_workers = getattr(data, "num_workers", 0)  # data.num_workers
+    if getattr(data, "reads_items", False):  # a Dataset read item by item: a DataLoader
+        if trainer_cfg.loader == "tensors":
+            log.info("note: trainer.loader=tensors: this data is read item by item by a DataLoader")
+        return data.stream_to(device, num_workers, use_pin_memory(trainer_cfg.pin_memory, device))
+    loader = choose_loader(trainer_cfg.loader, data.nbytes, device, num_workers)
     if loader == "tensors":
         return data.to(device)
     pin_memory = use_pin_memory(trainer_cfg.pin_memory, device)
-    return data.stream_to(device, num_workers=trainer_cfg.num_workers, pin_memory=pin_memory)
+    return data.stream_to(device, num_workers=num_workers, pin_memory=pin_memory)
 
 
 def resolve_device(name: str):

@@ -182,12 +182,15 @@ def predict_command(argv: list[str]) -> Path:
     options = parse_args(argv)
     source, output = Path(options["input"]), Path(options["output"])
     check_output(output, source)
-    if not source.is_file():  # before the model is loaded: fail early
+    if not (source.is_file() or source.is_dir()):  # before the model is loaded: fail early
         check_file(source, "input")
     predictor = Predictor.load(options["run"], options.get("checkpoint"))
     inputs = predictor.read(source)
     predictions = predictor.predict(inputs, f"input={source}")
     predictions.insert(0, "row", range(1, len(predictions) + 1))
+    image_files = isinstance(inputs, pd.DataFrame) and list(inputs.columns) == ["file"]
+    if predictor.info.input_kind == "image" and image_files:  # say which row is which
+        predictions.insert(1, "file", inputs["file"].to_numpy())
     if output.exists():
         log.info(f"note: replacing the existing {output}")
     write_table(predictions, output)

@@ -4,6 +4,8 @@
 - text (`data=text`, `text_demo`): the run's tokenizer, or its TF-IDF / bag-of-words
   vectorizer; a CSV or Parquet file with the text column, or a `.txt` file with one text
   per line;
+- images (`data=image_folder`): image files, decoded and normalised with the run's saved
+  settings (`image_folder.json`);
 - arrays (`digits`, `breast_cancer`, `diabetes`, `synthetic`, or a dataset of your own):
   `.npy` / `.npz` arrays or a table of the feature (pixel) columns, checked against the
   run's input shape and scaled by the scaler training fitted, rebuilt from the run's data
@@ -298,6 +300,10 @@ def input_for_run(run_dir: Path, info: DataInfo, config: dict[str, Any]) -> Any:
         return TextInput(TextVectorizer.load(run_dir), text_column)
     if target.startswith(DATA_PACKAGE) and target.endswith(".load_table"):
         return TableInput(TablePreprocessor.load(run_dir), data)
+    if target == f"{DATA_PACKAGE}image_folder.load_image_folder":
+        from trainlab.components.data.image_folder import ImageInput
+
+        return ImageInput(run_dir)
     loader = built_in_loader(data)
     names = feature_names(loader, math.prod(info.input_shape))
     if loader is None:

@@ -32,7 +32,7 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
 
 def num_outputs(cfg: DictConfig, data: DataBundle | DataInfo) -> int:
     """How many outputs the model needs for this loss and data (the bundle or its info)."""
-    info = data.info if isinstance(data, DataBundle) else data
+    info = data if isinstance(data, DataInfo) else data.info
     if info.task == "regression":
         return info.num_targets
     if cfg.get("_target_") == "trainlab.components.losses.BCEWithLogitsLoss":
@@ -60,7 +60,9 @@ def check_loss_fits(cfg: DictConfig, task: str) -> None:
         raise ConfigError("loss=bce needs two classes; this data has more: use loss=cross_entropy")
 
 
-def class_weights(setting: Any, targets: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+def class_weights(
+    setting: Any, targets: torch.Tensor | None, num_classes: int
+) -> torch.Tensor | None:
     """None, 'balanced' (n_rows / (n_classes * rows of the class), as scikit-learn), or a list."""
     if setting is None:
         return None
@@ -84,7 +86,9 @@ def build_loss(cfg: DictConfig, data: DataBundle, device: torch.device) -> tuple
     options = OmegaConf.to_container(cfg, resolve=True)
     setting = options.pop("class_weight", None)
     l1 = float(options.pop("l1", 0.0))
-    weights = class_weights(setting, data.train.targets, max(data.info.num_classes, 1))
+    # Read only when needed: a Dataset read item by item has no targets tensor at hand.
+    targets = data.train.targets if setting == "balanced" else None
+    weights = class_weights(setting, targets, max(data.info.num_classes, 1))
     extra: dict[str, torch.Tensor] = {}
     if weights is not None:
         if options["_target_"] == "trainlab.components.losses.BCEWithLogitsLoss":

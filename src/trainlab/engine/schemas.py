@@ -44,7 +44,6 @@ class TrainerSchema:
     max_skipped_steps: int = spec(10, ge=0)
     detect_anomaly: bool = spec(False)
     loader: str = spec("auto", choices=("auto", "tensors", "dataloader"))
-    num_workers: int = spec(0, ge=0)
     pin_memory: Any = spec("auto", check=auto_or_bool)
     num_threads: Any = spec("auto", check=auto_or_count)
     # A string field: `precision: 32` (an integer in YAML) arrives as "32".

@@ -104,6 +104,7 @@ class DataBundle:
     eval_batch_size: int = 1024
     shuffle: bool = True
     drop_last: bool = False
+    num_workers: int = 0  # DataLoader worker processes, when batches come from one
     preprocessor: Any = None
     train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     # Set by `stream_to`: the DataLoader settings (device, num_workers, pin_memory).

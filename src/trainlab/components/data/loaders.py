@@ -61,14 +61,21 @@ class EpochBatchSampler(Sampler[np.ndarray]):
     def __len__(self) -> int:
         return max(self.num_batches - self.start, 0)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def order(self) -> np.ndarray:
+        """Every row of the split, in the order of the current epoch."""
         if self.shuffle:
-            rows = epoch_order(self.seed, self.epoch, self.num_samples).numpy()
-        else:
-            rows = np.arange(self.num_samples)
-        size = self.batch_size
+            return epoch_order(self.seed, self.epoch, self.num_samples).numpy()
+        return np.arange(self.num_samples)
+
+    def batch_rows(self, order: np.ndarray, index: int) -> np.ndarray:
+        """The rows of batch `index` of the epoch whose row order is `order`: the one place
+        an epoch is cut into batches."""
+        return order[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = self.order()
         for index in range(self.start, self.num_batches):
-            yield rows[index * size : (index + 1) * size]
+            yield self.batch_rows(order, index)
 
 
 class LoaderBatches(Batches):
@@ -139,7 +146,7 @@ def choose_loader(setting: str, nbytes: int, device: torch.device, num_workers: 
         share = "under" if chosen == "tensors" else "over"
         why = f"the {size} are {share} a quarter of the {free / 2**20:,.0f} MiB free on {device}"
     if chosen == "tensors" and num_workers:
-        why += f"; trainer.num_workers={num_workers} applies to trainer.loader=dataloader only"
+        why += f"; data.num_workers={num_workers} applies to trainer.loader=dataloader only"
     log.info(f"trainer.loader=auto: {chosen} ({why})")
     return chosen
 

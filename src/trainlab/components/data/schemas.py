@@ -23,6 +23,7 @@ class SplitSchema:
     eval_batch_size: int = spec(1024, ge=1)
     shuffle: bool = spec(True)
     drop_last: bool = spec(False)
+    num_workers: int = spec(0, ge=0)  # DataLoader worker processes (trainer.loader=dataloader)
 
     def cross_check(self, key: str) -> None:
         if self.val_fraction + self.test_fraction >= 0.9:
@@ -72,6 +73,7 @@ class SyntheticSchema(SplitSchema):
 class ImageAugmentSchema:
     shift: int = spec(0, ge=0)  # pixels, along each axis
     noise: float = spec(0.0, ge=0.0)  # standard deviation
+    flip: bool = spec(False)  # mirror left to right, half of the images
 
 
 @dataclass
@@ -131,6 +133,7 @@ class TextTokensSchema:
     eval_batch_size: int = spec(1024, ge=1)
     shuffle: bool = spec(True)
     drop_last: bool = spec(False)
+    num_workers: int = spec(0, ge=0)
 
     def cross_check(self, key: str) -> None:
         SplitSchema.cross_check(self, key)  # type: ignore[arg-type]
@@ -214,6 +217,98 @@ class TableFileSchema(RegressionSplitSchema):
             )
 
 
+# --- items read one by one: data=image_folder, data=dataset ----------------------------------
+def built_node(value: Any) -> str | None:
+    """A node to build: `_target_` and its arguments, or no `_target_` (and no arguments)."""
+    if value is None or (hasattr(value, "get") and "_target_" in value):
+        if value is None or value.get("_target_") or len(value) == 1:
+            return None
+        return "has arguments but no _target_: set its _target_ (the class to build)"
+    return "must be a block with a _target_: the class to build and its arguments"
+
+
+def image_size(value: Any) -> str | None:
+    if value is None or (positive_ints(value) is None and len(value) == 2):
+        return None
+    return "must be [height,width] in pixels, e.g. [32,32] (or null: keep the files' size)"
+
+
+def channel_values(value: Any) -> str | None:
+    numbers = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if value is None or (numbers and len(value) in (1, 3)):
+        return None
+    return "must be one number per channel, e.g. [0.5] or [0.485,0.456,0.406] (or null)"
+
+
+@dataclass
+class ItemSplitSchema:
+    """Splits, batching and workers of the datasets read item by item."""
+
+    val_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = spec(0.15, gt=0.0, lt=1.0)
+    batch_size: Any = spec(64, check=batch_size)
+    eval_batch_size: int = spec(1024, ge=1)
+    shuffle: bool = spec(True)
+    drop_last: bool = spec(False)
+    num_workers: int = spec(0, ge=0)  # DataLoader worker processes reading the items
+    # Applied to each item in the workers, seeded by (seed, epoch, item): training items,
+    # and validation / test items.
+    transform: Any = spec(None, check=built_node)
+    eval_transform: Any = spec(None, check=built_node)
+
+    cross_check = SplitSchema.cross_check
+
+
+@dataclass
+class ImageFolderSchema(ItemSplitSchema):
+    path: str | None = spec(None)  # required: the folder
+    image_size: Any = spec(None, check=image_size)
+    channels: int | None = spec(None, choices=(1, 3))
+    mean: Any = spec(None, check=channel_values)
+    std: Any = spec(None, check=channel_values)
+    augment: ImageAugmentSchema = field(default_factory=ImageAugmentSchema)
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if not self.path:
+            raise ConfigError(
+                f"{key}.path is not set: point it at a folder with one subfolder per class, "
+                f"e.g. {key}.path=images"
+            )
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ConfigError(f"{key}.std={list(self.std)} must hold positive numbers")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and self.channels and len(values) != self.channels:
+                raise ConfigError(
+                    f"{key}.{name} has {len(values)} value(s) but {key}.channels="
+                    f"{self.channels}; give one per channel"
+                )
+
+
+@dataclass
+class DatasetSchema(ItemSplitSchema):
+    train: Any = spec(None, check=built_node)  # required
+    val: Any = spec(None, check=built_node)
+    test: Any = spec(None, check=built_node)
+    task: str = spec("auto", choices=("auto", "classification", "regression"))
+    num_classes: int | None = spec(None, ge=2)
+    input_shape: list[int] | None = spec(None, check=positive_ints)
+    vocab_size: int | None = spec(None, ge=2)
+    class_names: list[str] | None = spec(None)
+    name: str | None = spec(None)
+
+    def cross_check(self, key: str) -> None:
+        super().cross_check(key)
+        if self.train is None or not self.train.get("_target_"):
+            raise ConfigError(
+                f"{key}.train is not set: give your Dataset class, e.g. "
+                f"{key}.train._target_=mypkg.MyDataset"
+            )
+
+
 SCHEMAS: dict[str, type] = {
     "trainlab.components.data.load_digits": DigitsSchema,
     "trainlab.components.data.load_synthetic": SyntheticSchema,
@@ -222,4 +317,6 @@ SCHEMAS: dict[str, type] = {
     "trainlab.components.data.load_text": TextSchema,
     "trainlab.components.data.load_text_demo": TextDemoSchema,
     "trainlab.components.data.tabular.load_table": TableFileSchema,
+    "trainlab.components.data.image_folder.load_image_folder": ImageFolderSchema,
+    "trainlab.components.data.own_dataset.load_dataset": DatasetSchema,
 }
