@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from trainlab.engine import preemption
+from trainlab.engine import distributed, preemption
 from trainlab.engine.batches import Batches, IterableBatches, as_batches
 from trainlab.engine.callback import Callback
 from trainlab.engine.runtime import MIN_LOSS_SCALE, CompiledOrEager, autocast, grad_scaler
@@ -116,8 +116,13 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else None
         if channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its tensors
+        # Several processes: training runs through DistributedDataParallel, which averages
+        # the gradients over the processes during backward (`ddp`; None for one process).
+        self.world_size = distributed.world_size()
+        self.ddp = distributed.data_parallel(model) if self.world_size > 1 else None
         # Training calls `train_forward`; `model` is what evaluation runs and checkpoints save.
-        self.train_forward = CompiledOrEager(model) if compile_model else model
+        trained = self.ddp if self.ddp is not None else model
+        self.train_forward = CompiledOrEager(trained) if compile_model else trained
         self.config = config or {}
         self.state = TrainState()
         self.start_epoch = 0  # the epoch fit begins with; restore() moves it
@@ -162,15 +167,19 @@ class Trainer:
             self.model.train()
             step_loss, step_batches = None, 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                loss = self._forward_backward(inputs, targets)
+                # Accumulating: the gradients are averaged over the processes only on the
+                # step's last batch (the others skip DDP's all-reduce).
+                if self.ddp is not None and not self._steps_after(state.batch_in_epoch + 1):
+                    with self.ddp.no_sync():
+                        loss = self._forward_backward(inputs, targets)
+                else:
+                    loss = self._forward_backward(inputs, targets)
                 step_loss = loss if step_loss is None else step_loss + loss
                 step_batches += 1
                 state.batch_in_epoch += 1
                 # Step every `accumulate` batches, and on the epoch's last batch (a loader
                 # without a length has counted its batches by the time it yields the last).
-                if state.batch_in_epoch % self.accumulate and (
-                    state.batch_in_epoch != train.num_batches
-                ):
+                if not self._steps_after(state.batch_in_epoch):
                     continue
                 if self._optimizer_step(step_loss / self.accumulate):
                     self._epoch_loss += step_loss
@@ -178,11 +187,15 @@ class Trainer:
                 state.global_step += 1
                 step_loss, step_batches = None, 0
                 self._emit("on_train_step_end")
-                if preemption.requested():
+                if self._stop_requested():  # every process stops at the same step
                     return self._stop_for_signal()
             self.check_finite()  # nothing validates or saves weights gone non-finite
 
-            mean_loss = self._epoch_loss.item() / max(self._epoch_batches, 1)
+            # Over every process's batches (one all-reduce an epoch).
+            loss_sum, batches = distributed.reduce(
+                torch.stack([self._epoch_loss, torch.tensor(float(self._epoch_batches))])
+            ).tolist()
+            mean_loss = loss_sum / max(batches, 1)
             state.metrics = {"train/loss": mean_loss}
             if val is not None:
                 state.metrics.update(self.evaluate(val, "val"))
@@ -201,12 +214,25 @@ class Trainer:
                 self.logger.flush()
             state.batch_in_epoch = 0
             self._emit("on_epoch_end")
-            if preemption.requested():
+            if self._stop_requested():
                 return self._stop_for_signal()
         self._emit("on_fit_end")
         if self.logger is not None:
             self.logger.flush()
         return state
+
+    def _steps_after(self, batches_done: int) -> bool:
+        """Whether the optimizer steps once `batches_done` batches of the epoch are trained:
+        every `accumulate` batches, and after the epoch's last (a loader without a length
+        has counted its batches by the time it yields the last; until then, False)."""
+        return batches_done % self.accumulate == 0 or batches_done == self.batches_per_epoch
+
+    def _stop_requested(self) -> bool:
+        """A stop signal arrived, at this process or (agreed by one small all-reduce a
+        step) at any other: all stop at the same step."""
+        if self.world_size == 1:
+            return preemption.requested() is not None
+        return distributed.any_process(preemption.requested() is not None)
 
     def _forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.memory_format is not None:
@@ -307,8 +333,13 @@ class Trainer:
                 self.metrics.update(outputs, targets)
             if keep_outputs:
                 kept.append((outputs, targets))
-        if keep_outputs:
-            self.outputs = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
+        if keep_outputs:  # the whole split's, in row order (each process evaluated a part)
+            outputs, targets = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
+            self.outputs = (distributed.gather_rows(outputs), distributed.gather_rows(targets))
+        # Summed over the processes' parts; torchmetrics syncs its own states in compute().
+        total_loss, count = distributed.reduce(
+            torch.stack([total_loss.float(), torch.tensor(float(count), device=total_loss.device)])
+        )
         values = {"loss": total_loss / max(count, 1)}
         if self.metrics is not None:
             values.update(self.metrics.compute())
@@ -351,11 +382,21 @@ class Trainer:
             "metrics": dict(state.metrics),
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks().items()},
             "rng": rng_state(),
+            # Every process's generators, by rank (gathered: all processes call this).
+            "rng_by_rank": distributed.gather_objects(rng_state()),
+            "world_size": self.world_size,
             "config": self.config,
         }
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue the run `payload` (a `checkpoint()`) was taken from."""
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by a run on {saved_world} process(es) and this "
+                f"one has {self.world_size}: resume with {saved_world} (torchrun "
+                f"--nproc_per_node / trainer.devices), or start a new run (drop resume=)"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.schedule is not None and payload["scheduler"] is not None:
@@ -379,7 +420,8 @@ class Trainer:
         state.should_stop, state.skipped_steps = loop["should_stop"], loop["skipped_steps"]
         self._epoch_loss, self._epoch_batches = loop["epoch_loss_sum"], loop["epoch_batches"]
         # Last: nothing may draw random numbers between here and the first batch.
-        set_rng_state(payload["rng"])
+        by_rank = payload.get("rng_by_rank")
+        set_rng_state(by_rank[distributed.rank()] if by_rank else payload["rng"])
 
     def _keyed_callbacks(self) -> dict[str, Callback]:
         """The callbacks by `state_key`; two with one key would overwrite each other's state."""
@@ -395,7 +437,8 @@ class Trainer:
 
     def _stop_for_signal(self) -> TrainState:
         """A stop signal arrived: callbacks save the run where it is (`on_interrupt`)."""
-        self.state.stopped_by = preemption.requested()
+        # A process the signal did not reach stops because another's did.
+        self.state.stopped_by = preemption.requested() or "SIGTERM"
         self._emit("on_interrupt")
         if self.logger is not None:
             self.logger.flush()
@@ -428,7 +471,10 @@ class Trainer:
         """
         if not self._pending:
             return True
-        values = torch.stack([v for _, _, v in self._pending]).tolist()
+        # Averaged over the processes: train/loss is the whole batch's, and every process
+        # sees the same values, so all take the same decision (a NaN on one is on all).
+        values = distributed.reduce(torch.stack([v for _, _, v in self._pending]), "mean")
+        values = values.tolist()
         steps = [(step, epoch) for step, epoch, _ in self._pending]
         self._pending = []
         losses, loss_steps, all_finite = [], [], True

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainlab.engine.batches import Batches, epoch_order
+from trainlab.engine.batches import Batches, batch_rows, epoch_order
 
 log = logging.getLogger("trainlab")
 
@@ -53,6 +53,9 @@ class EpochBatchSampler(Sampler[np.ndarray]):
     def __init__(self, batches: Batches) -> None:
         self.num_samples, self.batch_size = batches.num_samples, batches.batch_size
         self.num_batches, self.shuffle, self.seed = len(batches), batches.shuffle, batches.seed
+        # Plain numbers again: this process's share of each global batch (`batch_rows`).
+        self.global_batch_size = batches.global_batch_size
+        self.rank, self.world = batches.rank, batches.shard_world
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -66,9 +69,8 @@ class EpochBatchSampler(Sampler[np.ndarray]):
             rows = epoch_order(self.seed, self.epoch, self.num_samples).numpy()
         else:
             rows = np.arange(self.num_samples)
-        size = self.batch_size
         for index in range(self.start, self.num_batches):
-            yield rows[index * size : (index + 1) * size]
+            yield batch_rows(rows, index, self.global_batch_size, self.rank, self.world)
 
 
 class LoaderBatches(Batches):
