@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch._dynamo  # imported before the fork (see below)
 import torch.multiprocessing as mp
-import torch._dynamo  # noqa: F401  (see below)
 from torch import nn
 
 from trainlab.components.data.loaders import LoaderBatches
@@ -146,7 +146,8 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path: Path) -> Non
     first_rows = {tuple(r.tolist()) for r in data()[0]}
     assert len(got["rows"]) == len(whole) == 13
     assert {tuple(r) for batch in got["rows"] for r in batch} <= first_rows
-    assert all(torch.equal(torch.tensor(a), b[: len(a)]) for a, b in zip(got["rows"], whole))
+    for mine, batch in zip(got["rows"], whole, strict=True):
+        assert torch.equal(torch.tensor(mine), batch[: len(mine)])
     # Equivalence: 2 processes x batch 32 end with the weights of 1 process x batch 64.
     single = train(64, sharding="contiguous")
     difference = max(

@@ -172,6 +172,10 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
                 print(f"error: {one_line(ex)}", file=sys.stderr)
                 raise
+            from trainlab.app.processes import told_by_another_process
+
+            if told_by_another_process(ex):  # several processes: one line for the run
+                sys.exit(getattr(ex, "exit_code", 2))
             exit_with(ex)
 
     return wrapper

@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from trainlab.engine import distributed
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, DivergenceError, Preempted
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,9 @@ def launch(argv: list[str], count: int) -> NoReturn:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its notes
+    # The launcher's own reports (a failed process's traceback file, a summary) are left
+    # out: each process prints its one line, and a killed one gets its line below.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -76,9 +78,16 @@ def launch(argv: list[str], count: int) -> NoReturn:
     )
     try:
         elastic_launch(config, sys.executable)("-m", "trainlab", *argv)
-    except ChildFailedError as ex:  # the failed process printed its own line
-        failure = ex.get_first_failure()[1]
-        sys.exit(failure.exitcode if failure.exitcode > 0 else 1)
+    except ChildFailedError as ex:
+        rank, failure = ex.get_first_failure()
+        if failure.exitcode > 0:  # the process printed its own line
+            sys.exit(failure.exitcode)
+        print(
+            f"error: process {rank} of {count} was killed ({failure.signal_name()}), so the "
+            "run stopped; to continue it, run the same command with resume=auto",
+            file=sys.stderr,
+        )
+        sys.exit(128 - failure.exitcode)
     except SignalException as ex:  # the processes got the signal too, and saved
         sys.exit(128 + int(ex.sigval))
     sys.exit(0)
@@ -162,3 +171,18 @@ def describe(batch_size: int, accumulate: int) -> str | None:
         f"{batch_size} x {world} processes x {accumulate} accumulated"
     )
 
+
+# What gloo and NCCL say when a process of the group has ended.
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def told_by_another_process(error: BaseException) -> bool:
+    """Whether another process of the run reports `error`, so this one ends without a line:
+    an error every process meets at the same step (divergence, a stop) is told by the main
+    process; a collective broken because another process ended, by that process (or by
+    the launcher, for one that was killed)."""
+    if distributed.world_size() == 1:
+        return False
+    if isinstance(error, (DivergenceError, Preempted)):
+        return not distributed.is_main_process()
+    return isinstance(error, RuntimeError) and any(words in str(error) for words in PEER_GONE)
