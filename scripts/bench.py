@@ -5,6 +5,7 @@
     python scripts/bench.py --skip-process         # training throughput only
     python scripts/bench.py --skip-throughput      # whole-process wall time only
     python scripts/bench.py --json bench.json      # also write every figure as JSON
+    python scripts/bench.py --ddp                  # 2 processes (DDP) against a hand loop
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
@@ -848,6 +849,12 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--ddp",
+        action="store_true",
+        help="instead: trainlab on 2 processes against a hand-written DDP loop, DDP's "
+        "per-step overhead, 2 processes x 1 thread against 1 x 2 (scripts/bench_ddp.py)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -885,6 +892,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.ddp:
+        import bench_ddp
+
+        report |= bench_ddp.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 

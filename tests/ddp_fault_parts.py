@@ -3,14 +3,15 @@
 `TRAINLAB_TEST_RANK_FAULT=RANK:STEP:KIND` (so the command stays the same for the faulty
 run, its `resume=auto` and a reference run), KIND one of:
 raise (an exception on that rank), kill (SIGKILL to that rank), nan (its outputs become
-NaN from that step on), term (SIGTERM to that rank only), killpg / termpg (SIGKILL /
-SIGTERM to the whole job's process group, as SLURM or a scheduler does).
+NaN from that step on), term (SIGTERM to that rank only), killjob / termjob (SIGKILL /
+SIGTERM to every process of the job: the launcher and all its ranks, as SLURM does).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 from trainlab.components.callbacks import Callback
 from trainlab.engine import distributed
@@ -38,6 +39,16 @@ class RankFault(Callback):
             raise ValueError(f"injected fault on rank {self.rank} at step {self.step}")
         if self.kind in ("kill", "term"):
             os.kill(os.getpid(), signal.SIGKILL if self.kind == "kill" else signal.SIGTERM)
-        if self.kind in ("killpg", "termpg"):
-            sig = signal.SIGKILL if self.kind == "killpg" else signal.SIGTERM
-            os.killpg(os.getpgid(0), sig)
+        if self.kind in ("killjob", "termjob"):
+            sig = signal.SIGKILL if self.kind == "killjob" else signal.SIGTERM
+            launcher = os.getppid()
+            for pid in [launcher, *children(launcher)]:
+                os.kill(pid, sig)
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux: /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found

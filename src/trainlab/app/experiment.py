@@ -119,6 +119,8 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
         model = processes.sync_batch_norm(model, device)
     if distributed.world_size() > 1:  # the same weights everywhere; dropout masks differ
         seed_everything(seed + distributed.rank())
+        if trainer_cfg.strategy == "fsdp":  # before the optimizer: it takes the shards
+            model = distributed.shard_model(model)
     optimizer = build_optimizer(cfg.optim, model)
 
     channels_last = wants_channels_last(trainer_cfg.channels_last, model, device, info.input_kind)
@@ -351,7 +353,7 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
     if best is not None:
         from trainlab.engine.checkpoint import load_checkpoint
 
-        trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
+        trainer.load_weights(load_checkpoint(best, map_location=exp.device)["model"])
         log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
     final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
     if trainer.logger is not None:

@@ -222,3 +222,65 @@ def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     device = next(model.parameters()).device
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` sharded over the processes with FSDP (`torch.distributed.fsdp.fully_shard`):
+    each child module holding parameters is one unit (gathered only while it runs), the
+    rest belongs to the root. In place; build the optimizer afterwards."""
+    from torch.distributed.fsdp import fully_shard
+
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model` was sharded by `shard_model` (FSDP)."""
+    if "torch.distributed.fsdp" not in sys.modules:
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module, optimizer: Any) -> tuple[dict, dict]:
+    """The whole (unsharded) model and optimizer state of a sharded model, on the main
+    process's CPU (empty on the others): what a checkpoint holds, loadable without FSDP."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (
+        get_model_state_dict(model, options=options),
+        get_optimizer_state_dict(model, optimizer, options=options),
+    )
+
+
+def load_full_state(model: torch.nn.Module, state: dict, optimizer: Any = None) -> None:
+    """Load a whole model (and optimizer) state, as `full_state` made it, into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, state["model"], options=options)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a sharded tensor (DTensor); a plain tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor made whole on every process (a collective); a plain tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

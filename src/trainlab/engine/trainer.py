@@ -118,8 +118,11 @@ class Trainer:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its tensors
         # Several processes: training runs through DistributedDataParallel, which averages
         # the gradients over the processes during backward (`ddp`; None for one process).
+        # A model sharded with FSDP (`distributed.shard_model`) syncs its own gradients.
         self.world_size = distributed.world_size()
-        self.ddp = distributed.data_parallel(model) if self.world_size > 1 else None
+        self.sharded = distributed.is_sharded(model)
+        parallel = self.world_size > 1 and not self.sharded
+        self.ddp = distributed.data_parallel(model) if parallel else None
         # Training calls `train_forward`; `model` is what evaluation runs and checkpoints save.
         trained = self.ddp if self.ddp is not None else model
         self.train_forward = CompiledOrEager(trained) if compile_model else trained
@@ -294,8 +297,11 @@ class Trainer:
         any gradient is)."""
         parameters = [p for p in self.trainable if p.grad is not None]
         if self.clip_value is not None and self.clip_algorithm == "norm":
-            return nn.utils.clip_grad_norm_(parameters, self.clip_value)
-        norm = total_norm([p.grad for p in parameters])
+            return distributed.whole(nn.utils.clip_grad_norm_(parameters, self.clip_value))
+        if self.sharded:  # each process holds a shard of each gradient
+            norm = distributed.whole(nn.utils.get_total_norm([p.grad for p in parameters]))
+        else:
+            norm = total_norm([p.grad for p in parameters])
         if self.clip_value is not None:
             nn.utils.clip_grad_value_(parameters, self.clip_value)
         return norm
@@ -319,8 +325,9 @@ class Trainer:
         count = 0
         if self.metrics is not None:
             self.metrics.reset()
-        kept = []
+        kept, forwards = [], 0
         for inputs, targets in batches:
+            forwards += 1
             if self.memory_format is not None:
                 inputs = inputs.contiguous(memory_format=self.memory_format)
             with self.autocast:
@@ -333,6 +340,10 @@ class Trainer:
                 self.metrics.update(outputs, targets)
             if keep_outputs:
                 kept.append((outputs, targets))
+        if self.sharded:  # a sharded forward pass gathers weights with every other process
+            empty = batches.example(1)[0][:0]
+            for _ in range(int(distributed.reduce(torch.tensor(forwards), "max")) - forwards):
+                self.model(empty)
         if keep_outputs:  # the whole split's, in row order (each process evaluated a part)
             outputs, targets = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
             self.outputs = (distributed.gather_rows(outputs), distributed.gather_rows(targets))
@@ -366,9 +377,13 @@ class Trainer:
             epoch, batch = state.epoch, state.batch_in_epoch
         else:
             epoch, batch = state.epoch + 1, 0
+        if self.sharded:  # whole, on the main process: loadable without FSDP (predict)
+            model_state, optimizer_state = distributed.full_state(self.model, self.optimizer)
+        else:
+            model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "position": {"epoch": epoch, "batch_in_epoch": batch, "global_step": state.global_step},
@@ -397,8 +412,11 @@ class Trainer:
                 f"one has {self.world_size}: resume with {saved_world} (torchrun "
                 f"--nproc_per_node / trainer.devices), or start a new run (drop resume=)"
             )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.sharded:
+            distributed.load_full_state(self.model, payload, self.optimizer)
+        else:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
         if self.schedule is not None and payload["scheduler"] is not None:
             self.schedule.scheduler.load_state_dict(payload["scheduler"])
         # A run resumed with another precision starts its scaler afresh (or drops it).
@@ -422,6 +440,13 @@ class Trainer:
         # Last: nothing may draw random numbers between here and the first batch.
         by_rank = payload.get("rng_by_rank")
         set_rng_state(by_rank[distributed.rank()] if by_rank else payload["rng"])
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's model weights (whole, also into a sharded model)."""
+        if self.sharded:
+            distributed.load_full_state(self.model, {"model": state})
+        else:
+            self.model.load_state_dict(state)
 
     def _keyed_callbacks(self) -> dict[str, Callback]:
         """The callbacks by `state_key`; two with one key would overwrite each other's state."""
@@ -450,11 +475,14 @@ class Trainer:
         self._read_back()
         step = self.state.global_step
         tensors = chain(self.model.parameters(), self.model.buffers())
-        floats = [t for t in tensors if t.is_floating_point()]
+        floats = [distributed.local_part(t) for t in tensors if t.is_floating_point()]
         # A norm is finite exactly when the values are (summed in float64, no finite
         # float32 value overflows it): one pass over the weights, no tensor-by-tensor test.
         norms = torch._foreach_norm(floats, dtype=torch.float64) if floats else []
-        if norms and not torch.stack(norms).isfinite().all():
+        finite = not norms or bool(torch.stack(norms).isfinite().all())
+        if self.sharded:  # each process checked its shards
+            finite = not distributed.any_process(not finite)
+        if not finite:
             raise DivergenceError(
                 self._diverged(f"the weights are no longer finite after step {step}")
             )
