@@ -13,13 +13,15 @@ import torch
 import torch._dynamo  # imported before the fork (see below)
 import torch.multiprocessing as mp
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from trainlab.components.data.loaders import LoaderBatches
 from trainlab.components.metrics import TaskMetrics
 from trainlab.engine import distributed
-from trainlab.engine.batches import TensorBatches
+from trainlab.engine.batches import IterableBatches, TensorBatches
 from trainlab.engine.distributed import first_host, shard_batch, torch_env_from_slurm
 from trainlab.engine.trainer import Trainer
+from trainlab.errors import ConfigError, TrainlabError
 
 # Imported here, before the test forks its two processes: the first DistributedDataParallel
 # imports torch._dynamo (some 800 modules), which each process would import again.
@@ -112,6 +114,12 @@ def one_rank(rank: int, port: int, folder: str) -> None:
         assert all(torch.equal(a, b[0]) for a, b in zip(mine, loader.epoch(1), strict=True))
         assert [len(b) for b in mine] == [8] * 12 + ([6] if rank == 0 else [5])
         assert [len(b[0]) for b in tensors.epoch(1, start=11)] == [8, 6 if rank == 0 else 5]
+        # A user's loader without a DistributedSampler would give each rank every row.
+        with pytest.raises(TrainlabError, match="a list of batches on 2 processes would give"):
+            IterableBatches([(inputs, targets)], torch.device("cpu"))
+        sampler = DistributedSampler(TensorDataset(inputs, targets), shuffle=False)
+        loader = DataLoader(TensorDataset(inputs, targets), batch_size=8, sampler=sampler)
+        assert len(IterableBatches(loader, torch.device("cpu"))) == 13
         # Evaluation: a contiguous part of the split each.
         assert len(TensorBatches(inputs, targets, 16).inputs) == (102 if rank == 0 else 101)
         model = train(32)
@@ -178,9 +186,27 @@ def test_one_process_is_unchanged_by_sharding_options() -> None:
 @pytest.mark.parametrize("value", ["0", "x"])
 def test_bad_device_counts_are_refused(value: str) -> None:
     from trainlab.app.processes import devices_on_command_line
-    from trainlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"trainer.devices={value}: must be auto or a positive"):
         devices_on_command_line([f"trainer.devices={value}"])
     assert devices_on_command_line(["model=cnn"]) == 1
     assert devices_on_command_line(["trainer.devices=4", "trainer.devices=2"]) == 2
+
+
+def test_devices_outside_the_command_line_or_in_a_sweep_are_refused(capsys) -> None:
+    from conftest import compose_config
+
+    from trainlab.app.cli import cli
+    from trainlab.app.config import validate
+    from trainlab.app.processes import check_processes
+
+    cfg = compose_config("trainer.devices=2")
+    with pytest.raises(ConfigError, match=r"trainer\.devices=2 starts processes only when given"):
+        check_processes(validate(cfg)["trainer"], cfg)
+    check_processes(validate(compose_config())["trainer"], cfg)  # 1 process: fine
+    with pytest.raises(SystemExit) as stopped:
+        cli(["-m", "trainer.devices=2", "optim.lr=0.1,0.2"])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: trainer.devices=2 with -m: a sweep's jobs cannot each start")
+    assert "\n" not in line

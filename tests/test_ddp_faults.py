@@ -74,7 +74,7 @@ def one_error_line(result: subprocess.CompletedProcess, words: str) -> str:
 
 def final_state(folder: Path) -> tuple[dict, dict]:
     metrics = json.loads((folder / "metrics.json").read_text())
-    metrics.pop("wall_time_s")
+    metrics.pop("wall_time_s"), metrics.pop("best_checkpoint")  # when, and which folder
     return load_checkpoint(folder / "checkpoints" / "last.pt")["model"], metrics
 
 
@@ -197,3 +197,28 @@ def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path) -> None:
     (folder,) = runs(tmp_path)
     assert "2 processes (gloo)" in (folder / "train.log").read_text()
     assert (folder / "metrics.json").is_file()
+
+
+def test_fsdp_trains_as_ddp_and_its_run_folder_predicts(tmp_path, reference) -> None:
+    """trainer.strategy=fsdp on CPU with gloo: the metrics of the DDP run (float sums in
+    another order), a stop and resume=auto, and a checkpoint predict reads."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    stopped = devices_run(tmp_path, *COMMAND, "trainer.strategy=fsdp", fault="0:6:termjob")
+    assert stopped.returncode == 143, stopped.stderr
+    resumed = devices_run(tmp_path, *COMMAND, "trainer.strategy=fsdp", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr
+    (folder,) = runs(tmp_path)
+    weights, metrics = final_state(folder)
+    for split in ("val", "test"):
+        for name, value in metrics[split].items():
+            assert value == pytest.approx(reference[1][split][name], abs=1e-5), name
+    assert all(torch.allclose(weights[k], reference[0][k], atol=1e-5) for k in weights)
+    np.save(tmp_path / "x.npy", load_digits().data[:5].astype("float32"))
+    command = [sys.executable, str(ROOT / "predict.py"), f"run={folder}", "input=x.npy"]
+    predicted = subprocess.run(
+        [*command, "output=p.csv"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 6
