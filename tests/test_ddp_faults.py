@@ -152,7 +152,7 @@ def test_a_checkpoint_of_two_processes_is_refused_by_one(tmp_path, reference) ->
     )
     assert alone.returncode == 2
     one_error_line(
-        alone, "the checkpoint was written by a run on 2 process(es) and this one has 1: resume"
+        alone, "it was written by a run on 2 process(es) and this one has 1; resume with 2"
     )
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 

@@ -65,7 +65,9 @@ def launch(argv: list[str], count: int) -> NoReturn:
 
     # The launcher's own reports (a failed process's traceback file, a summary) are left
     # out: each process prints its one line, and a killed one gets its line below.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
+        if name.startswith("torch.distributed.elastic"):  # some set their own level
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

@@ -124,6 +124,12 @@ def check_compatible(payload: dict[str, Any], current: dict[str, Any], source: P
             "loop state a resume needs; start a new run"
         )
     saved = payload.get("config") or {}
+    if (processes := payload.get("world_size", 1)) != world_size():
+        raise TrainlabError(
+            f"cannot resume from {source}: it was written by a run on {processes} process(es) "
+            f"and this one has {world_size()}; resume with {processes} (torchrun "
+            "--nproc_per_node / trainer.devices), or start a new run (drop resume=)"
+        )
     differences = []
     for group in ("model", "data"):
         differences += _differences(saved.get(group), current[group], group)
