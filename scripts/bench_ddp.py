@@ -195,16 +195,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for contender in CONTENDERS:
                 row[contender] = run_contender(contender, model, batch_size, args)
             results.append(row)
-    report_ddp(results)
+            report_ddp([row], header=len(results) == 1)  # each row as soon as it is measured
     return {"ddp": results}
 
 
-def report_ddp(results: list[dict[str, Any]]) -> None:
+def report_ddp(results: list[dict[str, Any]], header: bool = True) -> None:
+    if not header:
+        return print_rows(results)
     print(
         "\nsamples/s (median of the timed epochs); ddp = 2 processes x 1 thread (gloo)\n"
         f"{'model':<12}{'batch':>6}{'trainlab-ddp':>14}{'hand-ddp':>10}{'ratio':>7}"
         f"{'1x1':>9}{'step+ (ms)':>11}{'1x2 thr':>9}{'2x1/1x2':>9}"
     )
+    print(
+        "step+ : trainlab-ddp's time per optimizer step minus trainlab-1x1's (same batch per "
+        "process): the all-reduce of gradients, the stop flag and the sharded evaluation"
+    )
+    print_rows(results)
+
+
+def print_rows(results: list[dict[str, Any]]) -> None:
     for row in results:
         ddp, hand = row["trainlab-ddp"], row["hand-ddp"]
         single, threads = row["trainlab-1x1"], row["trainlab-1x2"]
@@ -213,9 +223,6 @@ def report_ddp(results: list[dict[str, Any]]) -> None:
             f"{hand['samples_per_s']:>10,.0f}{ddp['samples_per_s'] / hand['samples_per_s']:>7.2f}"
             f"{single['samples_per_s']:>9,.0f}{ddp['step_ms'] - single['step_ms']:>11.2f}"
             f"{threads['samples_per_s']:>9,.0f}"
-            f"{ddp['samples_per_s'] / threads['samples_per_s']:>9.2f}"
+            f"{ddp['samples_per_s'] / threads['samples_per_s']:>9.2f}",
+            flush=True,
         )
-    print(
-        "step+ : trainlab-ddp's time per optimizer step minus trainlab-1x1's (same batch per "
-        "process): the all-reduce of gradients, the stop flag and the sharded evaluation"
-    )

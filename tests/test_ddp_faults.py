@@ -159,7 +159,7 @@ def test_a_checkpoint_of_two_processes_is_refused_by_one(tmp_path, reference) ->
 
 def test_processes_with_different_configs_are_refused(tmp_path) -> None:
     root = f"paths.root_dir={tmp_path / 'outputs'}"
-    seed = "seed=${oc.decode:${oc.env:RANK}}"  # a different seed on each rank
+    seed = "name=${oc.env:RANK}"  # a different run name on each rank
     job = torchrun(tmp_path, "--nproc_per_node=2", str(ROOT / "train.py"), "debug=fast", seed, root)
     _, err = job.communicate(timeout=TIMEOUT)
     assert job.returncode != 0
