@@ -5,6 +5,7 @@
     python scripts/bench.py --skip-process         # training throughput only
     python scripts/bench.py --skip-throughput      # whole-process wall time only
     python scripts/bench.py --json bench.json      # also write every figure as JSON
+    python scripts/bench.py --ddp                  # 2 processes (DDP) against a hand loop
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
     python scripts/bench.py --quantize             # int8: torch.ao vs torchao vs fp32
@@ -874,6 +875,12 @@ def main() -> None:
     parser.add_argument("--image-count", type=int, default=4000)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--image-workers", type=int, default=2)
+    parser.add_argument(
+        "--ddp",
+        action="store_true",
+        help="instead: trainlab on 2 processes against a hand-written DDP loop, DDP's "
+        "per-step overhead, 2 processes x 1 thread against 1 x 2 (scripts/bench_ddp.py)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     import bench_export
 
@@ -918,7 +925,7 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    if args.quantize or args.export or args.tfidf or args.tfidf_quick or args.image_folder:
+    if args.quantize or args.export or args.tfidf or args.tfidf_quick or args.image_folder or args.ddp:
         if args.quantize:
             import bench_quantize
 
@@ -933,6 +940,10 @@ def main() -> None:
             import bench_images
 
             report |= bench_images.run(args)
+        if args.ddp:
+            import bench_ddp
+
+            report |= bench_ddp.run(args)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2))
         return

@@ -78,6 +78,11 @@ def cli(argv: list[str] | None = None) -> None:
 
         print_help(argv)
         return
+    if any(arg.lstrip("+").startswith("trainer.devices=") for arg in argv):
+        try:
+            _start_processes(argv)  # exits when it started processes
+        except Exception as ex:
+            exit_with(ex)
     sys.argv = [sys.argv[0], *argv]
     main(_hydra_train)
 
@@ -189,6 +194,10 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
                 print(f"error: {one_line(ex)}", file=sys.stderr)
                 raise
+            from trainlab.app.processes import told_by_another_process
+
+            if told_by_another_process(ex):  # several processes: one line for the run
+                sys.exit(getattr(ex, "exit_code", 2))
             exit_with(ex)
 
     return wrapper
@@ -259,6 +268,15 @@ def train_task(cfg: Any) -> float:
 
     own_the_process()
     return run(cfg)
+
+
+def _start_processes(argv: list[str]) -> None:
+    """`trainer.devices=N` (N > 1) outside a launcher: start the N processes of the run."""
+    from trainlab.app.processes import devices_on_command_line, launch
+    from trainlab.engine.distributed import launched_world_size
+
+    if launched_world_size() == 1 and (count := devices_on_command_line(argv)) > 1:
+        launch(argv, count)
 
 
 def _hydra_train() -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainlab.app import runs
+from trainlab.app import processes, runs
 from trainlab.app.config import validate, validate_metrics
 from trainlab.app.early_checks import check_early
 from trainlab.app.hparams import chosen_hparams, hparams
@@ -74,6 +74,7 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.components.models import build_model
     from trainlab.components.models.build import has_batch_norm
     from trainlab.components.optim import build_optimizer, build_schedule, replan_schedule
+    from trainlab.engine import distributed
     from trainlab.engine.checkpoint import load_checkpoint
     from trainlab.engine.runtime import (
         check_precision,
@@ -84,7 +85,9 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     from trainlab.engine.seeding import resolve_seed, seed_everything
     from trainlab.engine.trainer import Trainer
 
-    device = resolve_device(trainer_cfg.device)
+    processes.join(cfg)  # as RunFolder does; a run from Python arrives here first
+    processes.check_processes(trainer_cfg, cfg)
+    device = processes.place_on_device(resolve_device(trainer_cfg.device))
     precision = trainer_cfg.precision
     check_precision(precision, device)  # before any work: 16-mixed needs CUDA
     source = runs.resume_source(cfg)
@@ -112,6 +115,12 @@ def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
     validate_metrics(cfg, info.task)
     loss_fn, l1 = build_loss(cfg.loss, data, device)
     model = build_model(cfg.model, info, num_outputs(cfg.loss, data)).to(device)
+    if trainer_cfg.sync_batch_norm and distributed.world_size() > 1:
+        model = processes.sync_batch_norm(model, device)
+    if distributed.world_size() > 1:  # the same weights everywhere; dropout masks differ
+        seed_everything(seed + distributed.rank())
+        if trainer_cfg.strategy == "fsdp":  # before the optimizer: it takes the shards
+            model = distributed.shard_model(model)
     optimizer = build_optimizer(cfg.optim, model)
 
     channels_last = wants_channels_last(trainer_cfg.channels_last, model, device, info.input_kind)
@@ -304,7 +313,7 @@ def run(cfg: DictConfig) -> float:
 
 def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]:
     """Fit, then score the best checkpoint (or the final weights) on val and test."""
-    from trainlab.engine import preemption
+    from trainlab.engine import distributed, preemption
 
     trainer, info = exp.trainer, exp.data.info
     # What prediction needs besides the weights: DataInfo and any fitted preprocessing.
@@ -322,6 +331,8 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
             "inf stops the run and names the operation that made it "
             "(trainer.detect_anomaly=false to turn it off)"
         )
+    if (line := processes.describe(exp.train.batch_size, trainer.accumulate)) is not None:
+        log.info(line)
     if exp.resumed_from is not None:
         position = trainer.state
         log.info(
@@ -338,10 +349,11 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
     if late is not None:  # after the loop's last look: the checkpoints are written
         raise preemption.Stopped(late)
     best = exp.checkpoint.best_path if exp.checkpoint is not None else None
+    distributed.barrier()  # the main process has written best.pt before any reads it
     if best is not None:
         from trainlab.engine.checkpoint import load_checkpoint
 
-        trainer.model.load_state_dict(load_checkpoint(best, map_location=exp.device)["model"])
+        trainer.load_weights(load_checkpoint(best, map_location=exp.device)["model"])
         log.info(f"testing the best checkpoint: {best} (epoch {exp.checkpoint.best_epoch + 1})")
     final = {**trainer.evaluate(exp.val, "val"), **trainer.test(exp.test)}
     if trainer.logger is not None:

@@ -35,6 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from trainlab.app.config import check_resume
+from trainlab.app.processes import join as join_process_group
 from trainlab.app.run_files import (
     check_folder_path,
     check_readable,
@@ -43,7 +44,7 @@ from trainlab.app.run_files import (
     unlock_run_folder,
     unreadable_yaml,
 )
-from trainlab.engine.distributed import is_main_process
+from trainlab.engine.distributed import broadcast_object, is_main_process, world_size
 from trainlab.errors import ConfigError, TrainlabError, exit_with
 
 # What Hydra writes into a run folder before the job starts.
@@ -123,6 +124,12 @@ def check_compatible(payload: dict[str, Any], current: dict[str, Any], source: P
             "loop state a resume needs; start a new run"
         )
     saved = payload.get("config") or {}
+    if (processes := payload.get("world_size", 1)) != world_size():
+        raise TrainlabError(
+            f"cannot resume from {source}: it was written by a run on {processes} process(es) "
+            f"and this one has {world_size()}; resume with {processes} (torchrun "
+            "--nproc_per_node / trainer.devices), or start a new run (drop resume=)"
+        )
     differences = []
     for group in ("model", "data"):
         differences += _differences(saved.get(group), current[group], group)
@@ -367,13 +374,23 @@ class RunFolder(Callback):
     """Hydra callback: point `hydra.run.dir` at the folder this run writes to, locked."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder, failure = None, None
         try:
-            folder = choose_run_folder(config)
-        except (TrainlabError, OSError) as ex:
+            join_process_group(config)  # several processes: rank 0 alone chooses
+            if is_main_process():
+                folder = choose_run_folder(config)
+        except (TrainlabError, OSError, RuntimeError) as ex:
+            failure = ex
+        if world_size() > 1:  # one folder for every process, or one refusal for all
+            chosen = broadcast_object(None if folder is None else str(folder))
+            if chosen is None and failure is None:
+                sys.exit(2)  # rank 0 refused the run, and said why
+            folder = Path(chosen) if chosen is not None else folder
+        if failure is not None:
             # Hydra turns an exception raised here into a warning and runs the job anyway,
             # so a refusal (or a folder that cannot be made) ends the process here, before
             # anything is written.
-            exit_with(ex)
+            exit_with(failure)
         with read_write(config.hydra):
             config.hydra.run.dir = str(folder)
             if not is_main_process():
@@ -394,9 +411,11 @@ class RunFolder(Callback):
 
 
 def write_nothing(hydra: DictConfig) -> None:
-    """Hydra settings for a process other than the main one: no `.hydra/`, no train.log."""
+    """Hydra settings for a process other than the main one: no `.hydra/`, no train.log,
+    and on the console only its errors."""
     with read_write(hydra), open_dict(hydra):
         hydra.output_subdir = None
+        hydra.job_logging.root.level = "ERROR"
         handlers = hydra.job_logging.get("handlers") or {}
         if "file" in handlers:
             del handlers["file"]

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from trainlab.engine import distributed
+from trainlab.engine.distributed import T, shard_batch
 from trainlab.errors import TrainlabError
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -43,6 +45,12 @@ def worker_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
 
 
+def batch_rows(order: T, index: int, global_batch_size: int, rank: int, world: int) -> T:
+    """Rank `rank`'s rows of batch `index` of an epoch whose row order is `order`."""
+    rows = order[index * global_batch_size : (index + 1) * global_batch_size]
+    return shard_batch(rows, rank, world)
+
+
 def epoch_order(seed: int, epoch: int, num_samples: int) -> torch.Tensor:
     """The shuffled row order of `epoch`, drawn on the CPU (the same for any device)."""
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
@@ -61,6 +69,10 @@ class Batches:
 
     `drop_last_single` leaves out a last batch that would hold one row (a model with batch
     norm cannot train on it); which row that is changes with the epoch's order.
+
+    With several processes (torch.distributed), `sharding="batches"` (training) cuts each
+    global batch of `batch_size x processes` rows between them (`shard_batch`);
+    `"contiguous"` (evaluation) gives each process a contiguous part of the split.
     """
 
     def __init__(
@@ -75,17 +87,38 @@ class Batches:
         limit: int | None = None,
         transform: Transform | None = None,
         drop_last_single: bool = False,
+        sharding: str = "contiguous",
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.sharding = sharding
+        if self.world > 1 and sharding == "contiguous":
+            # Evaluation: each process takes its own contiguous part of the split, so the
+            # parts together hold every row once (no padded duplicates).
+            part = shard_batch(np.arange(len(inputs)), self.rank, self.world)
+            rows = slice(int(part[0]), int(part[-1]) + 1) if len(part) else slice(0, 0)
+            inputs, targets = inputs[rows], targets[rows]
         self.inputs, self.targets = inputs, targets
+        world = self.world if sharding == "batches" else 1
+        # Training: each global batch of `batch_size x processes` rows is cut between the
+        # processes by `shard_batch`; `batch_size` stays the rows one process gets.
+        self.global_batch_size = max(min(batch_size * world, len(inputs)), 1)
         self.batch_size = min(batch_size, len(inputs))
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.transform = transform
-        full, rest = divmod(len(inputs), self.batch_size)
+        full, rest = divmod(len(inputs), self.global_batch_size)
         self.drops_single = drop_last_single and rest == 1 and full > 0
-        count = full if drop_last or rest == 0 or self.drops_single else full + 1
+        # A last global batch with fewer rows than processes would leave one empty.
+        too_short = 0 < rest < world and full > 0
+        count = full if drop_last or rest == 0 or self.drops_single or too_short else full + 1
         self.num_batches = min(count, limit) if limit is not None else count
+        self.shard_world = world
+
+    def batch_rows(self, order: torch.Tensor, index: int) -> torch.Tensor:
+        """This process's rows of batch `index`, given the epoch's row `order`: the one
+        place an epoch's order is cut into batches (and a global batch between processes)."""
+        return batch_rows(order, index, self.global_batch_size, self.rank, self.shard_world)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -124,12 +157,15 @@ class TensorBatches(Batches):
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = self.batch_size
+        by_index = self.shuffle or self.shard_world > 1
         if self.shuffle:
             order = epoch_order(self.seed, epoch, len(self.inputs))
             order = order.to(self.inputs.device, non_blocking=True)
+        elif by_index:
+            order = torch.arange(len(self.inputs), device=self.inputs.device)
         for index in range(start, self.num_batches):
-            if self.shuffle:
-                rows = order[index * size : (index + 1) * size]
+            if by_index:
+                rows = self.batch_rows(order, index)
                 inputs, targets = (
                     self.inputs.index_select(0, rows),
                     self.targets.index_select(0, rows),
@@ -165,6 +201,12 @@ class IterableBatches:
             raise TrainlabError(
                 f"got a one-shot iterator ({type(source).__name__}) as batches, but each epoch "
                 "iterates them again: pass a list of (inputs, targets) or a DataLoader"
+            )
+        if distributed.world_size() > 1 and not _distributed_sampler(source):
+            raise TrainlabError(
+                f"a {type(source).__name__} of batches on {distributed.world_size()} processes "
+                "would give every process every row: use a DataLoader with a "
+                "torch.utils.data.DistributedSampler (each process its part), or one process"
             )
         self.source, self.seed = source, seed
         self._device = torch.device(device)
@@ -239,6 +281,12 @@ class IterableBatches:
                 sampler.set_epoch(epoch)
         # The base seed of the worker processes, apart from the shuffle's.
         self.source.generator = torch.Generator().manual_seed(worker_seed(self.seed, epoch))
+
+
+def _distributed_sampler(source: Iterable) -> bool:
+    sampler = getattr(source, "sampler", None)
+    batch_sampler = getattr(getattr(source, "batch_sampler", None), "sampler", None)
+    return any(isinstance(s, DistributedSampler) for s in (sampler, batch_sampler))
 
 
 def as_batches(

@@ -52,3 +52,9 @@ class TrainerSchema:
     channels_last: Any = spec("auto", check=auto_or_bool)
     cudnn_benchmark: Any = spec("auto", check=auto_or_bool)
     keep_freed_memory: bool = spec(True)
+    # Several processes (docs/distributed.md): how many this command starts, how the
+    # model is spread over them, how long a collective may wait for a missing process.
+    devices: Any = spec(1, check=auto_or_count)
+    strategy: str = spec("ddp", choices=("ddp", "fsdp"))
+    sync_batch_norm: bool = spec(False)
+    dist_timeout_s: float = spec(300.0, gt=0.0)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from trainlab.engine import preemption
+from trainlab.engine import distributed, preemption
 from trainlab.engine.batches import Batches, IterableBatches, as_batches
 from trainlab.engine.callback import Callback
 from trainlab.engine.runtime import MIN_LOSS_SCALE, CompiledOrEager, autocast, grad_scaler
@@ -116,8 +116,16 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else None
         if channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its tensors
+        # Several processes: training runs through DistributedDataParallel, which averages
+        # the gradients over the processes during backward (`ddp`; None for one process).
+        # A model sharded with FSDP (`distributed.shard_model`) syncs its own gradients.
+        self.world_size = distributed.world_size()
+        self.sharded = distributed.is_sharded(model)
+        parallel = self.world_size > 1 and not self.sharded
+        self.ddp = distributed.data_parallel(model) if parallel else None
         # Training calls `train_forward`; `model` is what evaluation runs and checkpoints save.
-        self.train_forward = CompiledOrEager(model) if compile_model else model
+        trained = self.ddp if self.ddp is not None else model
+        self.train_forward = CompiledOrEager(trained) if compile_model else trained
         self.config = config or {}
         self.state = TrainState()
         self.start_epoch = 0  # the epoch fit begins with; restore() moves it
@@ -162,15 +170,19 @@ class Trainer:
             self.model.train()
             step_loss, step_batches = None, 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                loss = self._forward_backward(inputs, targets)
+                # Accumulating: the gradients are averaged over the processes only on the
+                # step's last batch (the others skip DDP's all-reduce).
+                if self.ddp is not None and not self._steps_after(state.batch_in_epoch + 1):
+                    with self.ddp.no_sync():
+                        loss = self._forward_backward(inputs, targets)
+                else:
+                    loss = self._forward_backward(inputs, targets)
                 step_loss = loss if step_loss is None else step_loss + loss
                 step_batches += 1
                 state.batch_in_epoch += 1
                 # Step every `accumulate` batches, and on the epoch's last batch (a loader
                 # without a length has counted its batches by the time it yields the last).
-                if state.batch_in_epoch % self.accumulate and (
-                    state.batch_in_epoch != train.num_batches
-                ):
+                if not self._steps_after(state.batch_in_epoch):
                     continue
                 if self._optimizer_step(step_loss / self.accumulate):
                     self._epoch_loss += step_loss
@@ -178,11 +190,15 @@ class Trainer:
                 state.global_step += 1
                 step_loss, step_batches = None, 0
                 self._emit("on_train_step_end")
-                if preemption.requested():
+                if self._stop_requested():  # every process stops at the same step
                     return self._stop_for_signal()
             self.check_finite()  # nothing validates or saves weights gone non-finite
 
-            mean_loss = self._epoch_loss.item() / max(self._epoch_batches, 1)
+            # Over every process's batches (one all-reduce an epoch).
+            loss_sum, batches = distributed.reduce(
+                torch.stack([self._epoch_loss, torch.tensor(float(self._epoch_batches))])
+            ).tolist()
+            mean_loss = loss_sum / max(batches, 1)
             state.metrics = {"train/loss": mean_loss}
             if val is not None:
                 state.metrics.update(self.evaluate(val, "val"))
@@ -201,12 +217,25 @@ class Trainer:
                 self.logger.flush()
             state.batch_in_epoch = 0
             self._emit("on_epoch_end")
-            if preemption.requested():
+            if self._stop_requested():
                 return self._stop_for_signal()
         self._emit("on_fit_end")
         if self.logger is not None:
             self.logger.flush()
         return state
+
+    def _steps_after(self, batches_done: int) -> bool:
+        """Whether the optimizer steps once `batches_done` batches of the epoch are trained:
+        every `accumulate` batches, and after the epoch's last (a loader without a length
+        has counted its batches by the time it yields the last; until then, False)."""
+        return batches_done % self.accumulate == 0 or batches_done == self.batches_per_epoch
+
+    def _stop_requested(self) -> bool:
+        """A stop signal arrived, at this process or (agreed by one small all-reduce a
+        step) at any other: all stop at the same step."""
+        if self.world_size == 1:
+            return preemption.requested() is not None
+        return distributed.any_process(preemption.requested() is not None)
 
     def _forward_backward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.memory_format is not None:
@@ -268,8 +297,11 @@ class Trainer:
         any gradient is)."""
         parameters = [p for p in self.trainable if p.grad is not None]
         if self.clip_value is not None and self.clip_algorithm == "norm":
-            return nn.utils.clip_grad_norm_(parameters, self.clip_value)
-        norm = total_norm([p.grad for p in parameters])
+            return distributed.whole(nn.utils.clip_grad_norm_(parameters, self.clip_value))
+        if self.sharded:  # each process holds a shard of each gradient
+            norm = distributed.whole(nn.utils.get_total_norm([p.grad for p in parameters]))
+        else:
+            norm = total_norm([p.grad for p in parameters])
         if self.clip_value is not None:
             nn.utils.clip_grad_value_(parameters, self.clip_value)
         return norm
@@ -293,8 +325,9 @@ class Trainer:
         count = 0
         if self.metrics is not None:
             self.metrics.reset()
-        kept = []
+        kept, forwards = [], 0
         for inputs, targets in batches:
+            forwards += 1
             if self.memory_format is not None:
                 inputs = inputs.contiguous(memory_format=self.memory_format)
             with self.autocast:
@@ -307,8 +340,17 @@ class Trainer:
                 self.metrics.update(outputs, targets)
             if keep_outputs:
                 kept.append((outputs, targets))
-        if keep_outputs:
-            self.outputs = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
+        if self.sharded:  # a sharded forward pass gathers weights with every other process
+            empty = batches.example(1)[0][:0]
+            for _ in range(int(distributed.reduce(torch.tensor(forwards), "max")) - forwards):
+                self.model(empty)
+        if keep_outputs:  # the whole split's, in row order (each process evaluated a part)
+            outputs, targets = (torch.cat([o for o, _ in kept]), torch.cat([t for _, t in kept]))
+            self.outputs = (distributed.gather_rows(outputs), distributed.gather_rows(targets))
+        # Summed over the processes' parts; torchmetrics syncs its own states in compute().
+        total_loss, count = distributed.reduce(
+            torch.stack([total_loss.float(), torch.tensor(float(count), device=total_loss.device)])
+        )
         values = {"loss": total_loss / max(count, 1)}
         if self.metrics is not None:
             values.update(self.metrics.compute())
@@ -335,9 +377,13 @@ class Trainer:
             epoch, batch = state.epoch, state.batch_in_epoch
         else:
             epoch, batch = state.epoch + 1, 0
+        if self.sharded:  # whole, on the main process: loadable without FSDP (predict)
+            model_state, optimizer_state = distributed.full_state(self.model, self.optimizer)
+        else:
+            model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "position": {"epoch": epoch, "batch_in_epoch": batch, "global_step": state.global_step},
@@ -351,13 +397,26 @@ class Trainer:
             "metrics": dict(state.metrics),
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks().items()},
             "rng": rng_state(),
+            # Every process's generators, by rank (gathered: all processes call this).
+            "rng_by_rank": distributed.gather_objects(rng_state()),
+            "world_size": self.world_size,
             "config": self.config,
         }
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue the run `payload` (a `checkpoint()`) was taken from."""
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by a run on {saved_world} process(es) and this "
+                f"one has {self.world_size}: resume with {saved_world} (torchrun "
+                f"--nproc_per_node / trainer.devices), or start a new run (drop resume=)"
+            )
+        if self.sharded:
+            distributed.load_full_state(self.model, payload, self.optimizer)
+        else:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
         if self.schedule is not None and payload["scheduler"] is not None:
             self.schedule.scheduler.load_state_dict(payload["scheduler"])
         # A run resumed with another precision starts its scaler afresh (or drops it).
@@ -379,7 +438,15 @@ class Trainer:
         state.should_stop, state.skipped_steps = loop["should_stop"], loop["skipped_steps"]
         self._epoch_loss, self._epoch_batches = loop["epoch_loss_sum"], loop["epoch_batches"]
         # Last: nothing may draw random numbers between here and the first batch.
-        set_rng_state(payload["rng"])
+        by_rank = payload.get("rng_by_rank")
+        set_rng_state(by_rank[distributed.rank()] if by_rank else payload["rng"])
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint's model weights (whole, also into a sharded model)."""
+        if self.sharded:
+            distributed.load_full_state(self.model, {"model": state})
+        else:
+            self.model.load_state_dict(state)
 
     def _keyed_callbacks(self) -> dict[str, Callback]:
         """The callbacks by `state_key`; two with one key would overwrite each other's state."""
@@ -395,7 +462,8 @@ class Trainer:
 
     def _stop_for_signal(self) -> TrainState:
         """A stop signal arrived: callbacks save the run where it is (`on_interrupt`)."""
-        self.state.stopped_by = preemption.requested()
+        # A process the signal did not reach stops because another's did.
+        self.state.stopped_by = preemption.requested() or "SIGTERM"
         self._emit("on_interrupt")
         if self.logger is not None:
             self.logger.flush()
@@ -407,11 +475,14 @@ class Trainer:
         self._read_back()
         step = self.state.global_step
         tensors = chain(self.model.parameters(), self.model.buffers())
-        floats = [t for t in tensors if t.is_floating_point()]
+        floats = [distributed.local_part(t) for t in tensors if t.is_floating_point()]
         # A norm is finite exactly when the values are (summed in float64, no finite
         # float32 value overflows it): one pass over the weights, no tensor-by-tensor test.
         norms = torch._foreach_norm(floats, dtype=torch.float64) if floats else []
-        if norms and not torch.stack(norms).isfinite().all():
+        finite = not norms or bool(torch.stack(norms).isfinite().all())
+        if self.sharded:  # each process checked its shards
+            finite = not distributed.any_process(not finite)
+        if not finite:
             raise DivergenceError(
                 self._diverged(f"the weights are no longer finite after step {step}")
             )
@@ -428,7 +499,10 @@ class Trainer:
         """
         if not self._pending:
             return True
-        values = torch.stack([v for _, _, v in self._pending]).tolist()
+        # Averaged over the processes: train/loss is the whole batch's, and every process
+        # sees the same values, so all take the same decision (a NaN on one is on all).
+        values = distributed.reduce(torch.stack([v for _, _, v in self._pending]), "mean")
+        values = values.tolist()
         steps = [(step, epoch) for step, epoch, _ in self._pending]
         self._pending = []
         losses, loss_steps, all_finite = [], [], True

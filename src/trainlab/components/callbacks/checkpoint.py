@@ -112,13 +112,16 @@ class ModelCheckpoint(Callback):
                 paths.append(self.dirpath / f"step_{state.global_step}.pt")
         if best and self.save_best:
             paths.append(self.dirpath / "best.pt")
-        if not paths or not is_main_process():  # the main process writes for all
+        if not paths:
             return
-        self.writer.save(trainer.checkpoint(), paths)
-        if last and self.save_last:
+        payload = trainer.checkpoint()  # on every process: it gathers each one's RNG state
+        if last and self.save_last:  # on every process too: they decide the next save alike
             self._saved_at = state.global_step
-            if self.keep_last and self._step_due(state):
-                self._forget_old_steps()
+        if not is_main_process():  # the main process writes for all
+            return
+        self.writer.save(payload, paths)
+        if last and self.save_last and self.keep_last and self._step_due(state):
+            self._forget_old_steps()
 
     def _forget_old_steps(self) -> None:
         """Keep the newest `keep_last` step_<N>.pt files (the one being written included)."""

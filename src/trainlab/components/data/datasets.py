@@ -158,6 +158,7 @@ class DataBundle:
             limit=limit,
             transform=self.train_transform,
             drop_last_single=drop_last_single,
+            sharding="batches",  # several processes: each takes its part of every batch
         )
         if batches.drops_single:
             log.info(

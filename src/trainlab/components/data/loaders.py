@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainlab.engine.batches import Batches, epoch_order
+from trainlab.engine.batches import Batches, batch_rows, epoch_order
 
 log = logging.getLogger("trainlab")
 
@@ -53,6 +53,9 @@ class EpochBatchSampler(Sampler[np.ndarray]):
     def __init__(self, batches: Batches) -> None:
         self.num_samples, self.batch_size = batches.num_samples, batches.batch_size
         self.num_batches, self.shuffle, self.seed = len(batches), batches.shuffle, batches.seed
+        # Plain numbers again: this process's share of each global batch (`batch_rows`).
+        self.global_batch_size = batches.global_batch_size
+        self.rank, self.world = batches.rank, batches.shard_world
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -69,8 +72,8 @@ class EpochBatchSampler(Sampler[np.ndarray]):
 
     def batch_rows(self, order: np.ndarray, index: int) -> np.ndarray:
         """The rows of batch `index` of the epoch whose row order is `order`: the one place
-        an epoch is cut into batches."""
-        return order[index * self.batch_size : (index + 1) * self.batch_size]
+        an epoch is cut into batches (and a global batch between processes)."""
+        return batch_rows(order, index, self.global_batch_size, self.rank, self.world)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = self.order()

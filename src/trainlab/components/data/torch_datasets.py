@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
 from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.loaders import EpochBatchSampler
+from trainlab.engine import distributed
 from trainlab.engine.batches import Batches, Transform
 from trainlab.errors import TrainlabError
 
@@ -207,22 +208,35 @@ class Rows(Dataset):
 
 
 class ItemBatchSampler(EpochBatchSampler):
-    """`EpochBatchSampler`'s batches as the keys `(epoch, index)` of their items."""
+    """`EpochBatchSampler`'s batches as the keys `(epoch, index)` of their items; `offset`
+    is where this process's part of an evaluation split begins."""
+
+    def __init__(self, batches: ItemBatches) -> None:
+        super().__init__(batches)
+        self.offset = batches.offset
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for rows in super().__iter__():
-            yield [(self.epoch, int(row)) for row in rows]
+            yield [(self.epoch, int(row) + self.offset) for row in rows]
 
 
 def count_batches(
-    num_samples: int, batch_size: int, drop_last: bool, drop_last_single: bool, limit: int | None
+    num_samples: int,
+    batch_size: int,
+    drop_last: bool,
+    drop_last_single: bool,
+    limit: int | None,
+    world: int = 1,
 ) -> tuple[int, int, bool]:
-    """(batch size, number of batches, whether a last batch of one is left out), as
-    `Batches` counts them."""
-    size = max(min(batch_size, num_samples), 1)
+    """(global batch size, number of batches, whether a last batch of one is left out), as
+    `Batches` counts them; a global batch holds `batch_size` rows of each of `world`
+    processes."""
+    size = max(min(batch_size * world, num_samples), 1)
     full, rest = divmod(num_samples, size)
     drops_single = drop_last_single and rest == 1 and full > 0
-    count = full if drop_last or rest == 0 or drops_single else full + 1
+    # A last global batch with fewer rows than processes would leave one empty.
+    too_short = 0 < rest < world and full > 0
+    count = full if drop_last or rest == 0 or drops_single or too_short else full + 1
     return size, min(count, limit) if limit is not None else count, drops_single
 
 
@@ -246,6 +260,7 @@ class ItemBatches(Batches):
         transform: Transform | None = None,
         drop_last_single: bool = False,
         prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        sharding: str = "contiguous",
     ) -> None:
         self.source, self._device, self.prepare = source, torch.device(device), prepare
         self.shuffle, self.seed, self.drop_last, self.transform = (
@@ -254,9 +269,18 @@ class ItemBatches(Batches):
             drop_last,
             transform,
         )
-        self.batch_size, self.num_batches, self.drops_single = count_batches(
-            len(source), batch_size, drop_last, drop_last_single, limit
+        # Several processes, as `Batches` shares them: training cuts each global batch
+        # between them; evaluation gives each a contiguous part of the split.
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.sharding, self.offset, self._count = sharding, 0, len(source)
+        if self.world > 1 and sharding == "contiguous":
+            part = distributed.shard_batch(np.arange(len(source)), self.rank, self.world)
+            self.offset, self._count = (int(part[0]) if len(part) else 0), len(part)
+        self.shard_world = self.world if sharding == "batches" else 1
+        self.global_batch_size, self.num_batches, self.drops_single = count_batches(
+            self._count, batch_size, drop_last, drop_last_single, limit, self.shard_world
         )
+        self.batch_size = max(min(batch_size, self._count), 1)
         self.sampler = ItemBatchSampler(self)
         self.loader = DataLoader(
             source,
@@ -271,7 +295,7 @@ class ItemBatches(Batches):
 
     @property
     def num_samples(self) -> int:
-        return len(self.source)
+        return self._count
 
     @property
     def device(self) -> torch.device:
@@ -366,6 +390,7 @@ class ItemBundle:
             limit=limit,
             transform=self.train_transform,
             drop_last_single=drop_last_single,
+            sharding="batches",  # several processes: each takes its part of every batch
         )
         if batches.drops_single:
             log.info(
