@@ -11,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from trainlab.errors import ConfigError
-from trainlab.schema import batch_size, positive_ints, spec
+from trainlab.schema import auto_or_bool, batch_size, positive_ints, spec
 
 
 @dataclass
@@ -23,6 +23,7 @@ class SplitSchema:
     eval_batch_size: int = spec(1024, ge=1)
     shuffle: bool = spec(True)
     drop_last: bool = spec(False)
+    num_workers: int = spec(0, ge=0)
 
     def cross_check(self, key: str) -> None:
         if self.val_fraction + self.test_fraction >= 0.9:
@@ -145,6 +146,9 @@ class TableFileSchema(RegressionSplitSchema):
     npz_features: str = spec("X")
     npz_target: str = spec("y")
     max_categories: int = spec(100, ge=2)
+    streaming: Any = spec("auto", check=auto_or_bool)
+    cache_dir: str = spec("outputs/cache")
+    chunk_rows: int = spec(65536, ge=1)
 
     def cross_check(self, key: str) -> None:
         super().cross_check(key)
@@ -170,6 +174,16 @@ class TableFileSchema(RegressionSplitSchema):
                     f"the target '{self.target}' is also in {key}.{setting}; "
                     "the target column is never a feature: remove it from that list"
                 )
+        if self.streaming is True and self.impute == "knn":
+            raise ConfigError(
+                f"{key}.impute=knn needs the whole table in memory, which {key}.streaming=true "
+                "does not hold: use median, mean, most_frequent or drop"
+            )
+        if self.streaming is True and str(self.path).lower().endswith(".npz"):
+            raise ConfigError(
+                f"{key}.streaming=true cannot read a compressed .npz in chunks: save the "
+                f"arrays as .npy (np.save) or Parquet, or use {key}.streaming=false"
+            )
         if self.impute == "drop" and self.missing_indicator:
             raise ConfigError(
                 f"{key}.missing_indicator=true needs an imputing {key}.impute "
