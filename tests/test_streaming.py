@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import pets_table, read_metrics, train_cli, train_command, train_env, train_in_process
 
+from trainlab.app.predict import Predictor
 from trainlab.components.data import streaming_batches
 from trainlab.components.data.preprocessing import TablePreprocessor, build_transformer
 from trainlab.components.data.streaming_batches import StreamingTable
@@ -243,29 +244,30 @@ def test_a_bad_streamed_file_exits_2_with_one_line_and_no_run_folder(tmp_path) -
 
 
 # --- a streamed run end to end (in process) -------------------------------------------------
-def test_a_streamed_run_trains_predicts_and_reuses_its_cache(run_experiment, tmp_path) -> None:
+def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
+    run_experiment, tmp_path, caplog
+) -> None:
     path = tmp_path / "pets.csv"
-    pets_table(rows=600).to_csv(path, index=False)
-    common = (
+    table = pets_table(rows=400)
+    table.to_csv(path, index=False)
+    cache = tmp_path / "cache"
+    objective, run_dir = run_experiment(
         "data=csv",
         f"data.path={path}",
         "data.target=label",
         "data.streaming=true",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "trainer.max_epochs=2",
+        f"data.cache_dir={cache}",
+        "trainer.max_epochs=3",
         "logger=none",
     )
-    objective, run_dir = run_experiment(*common)
     assert objective > 0.75
-    metrics = read_metrics(run_dir)
-    assert metrics["test/acc"] > 0.75
-    (cache,) = (tmp_path / "cache").iterdir()
-    again, second = run_experiment(*common)
-    assert again == objective and (tmp_path / "cache").iterdir().__next__() == cache
-    from trainlab.app.predict import Predictor
-
-    predictions = Predictor(second).predict_file(path)
-    assert len(predictions) == 600
+    assert read_metrics(run_dir)["test"]["test/acc"] > 0.75
+    predictions = Predictor.load(run_dir).predict(table)
+    assert len(predictions) == 400
+    (folder,) = cache.iterdir()
+    caplog.set_level("INFO", logger="trainlab")
+    again = load_table(42, str(path), target="label", streaming=True, cache_dir=str(cache))
+    assert again.directory == folder and "reusing the preprocessed cache" in caplog.text
 
 
 # --- slow: the bars ----------------------------------------------------------------
