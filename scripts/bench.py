@@ -7,6 +7,8 @@
     python scripts/bench.py --json bench.json      # also write every figure as JSON
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
+    python scripts/bench.py --streaming            # a 2 GB Parquet table streamed against a
+                                                   # pyarrow loop (scripts/bench_streaming.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -848,6 +850,15 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="instead: a generated Parquet table trained with data.streaming=true against "
+        "a hand-written pyarrow-batches loop (peak memory, rows/s, preprocessing pass)",
+    )
+    parser.add_argument("--streaming-gb", type=float, default=2.0, help="decoded GB of the file")
+    parser.add_argument("--streaming-threads", type=int, default=2, help="torch threads, both")
+    parser.add_argument("--streaming-dir", default=None, help="where to write the file")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -885,6 +896,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.streaming:
+        import bench_streaming
+
+        report |= bench_streaming.run(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 
