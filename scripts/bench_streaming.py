@@ -144,7 +144,8 @@ def _run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     decoded = decoded_size(path)
     print(
         f"streaming tables: {rows:,} rows, {decoded / 1e9:.2f} GB decoded, "
-        f"{path.stat().st_size / 1e9:.2f} GB on disk (written in {time.perf_counter() - began:.0f} s)"
+        f"{path.stat().st_size / 1e9:.2f} GB on disk "
+        f"(written in {time.perf_counter() - began:.0f} s)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     threads = str(args.streaming_threads)
