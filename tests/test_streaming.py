@@ -16,6 +16,7 @@ import torch
 from conftest import pets_table, read_metrics, train_cli, train_command, train_env, train_in_process
 
 from trainlab.app.predict import Predictor
+from trainlab.app.predict_inputs import TableInput
 from trainlab.components.data import streaming_batches
 from trainlab.components.data.preprocessing import TablePreprocessor, build_transformer
 from trainlab.components.data.streaming_batches import StreamingTable
@@ -108,6 +109,9 @@ def test_regression_targets_and_npy_columns(tmp_path) -> None:
     assert np.isclose(data.info.target_std[0], array[train, 3].std())
     in_memory = load_table(SEED, str(tmp_path / "table.npy"), target="x3", streaming=False)
     assert in_memory.info.input_shape == (3,)
+    # `trainlab predict input=new.npy` reads the same columns (the target may be there).
+    rows = TableInput(data.preprocessor, {}).read(tmp_path / "table.npy", "input")
+    assert data.preprocessor.transform(rows, "input").shape == (500, 3)
 
 
 # --- batches -------------------------------------------------------------------------------
