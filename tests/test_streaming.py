@@ -276,32 +276,25 @@ def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
 
 # --- slow: the issue's bars ----------------------------------------------------------------
 def write_big_table(path: Path, rows: int, seed: int = 0) -> None:
-    """A learnable table: 24 numbers (gaps in two), a category; written in row groups."""
+    """A learnable table: 24 numbers (2 % gaps), a category, a 0/1 label; in row groups."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    weights = rng.normal(size=24)
-    with pq.ParquetWriter(
-        path,
-        pa.schema(
-            [
-                *(pa.field(f"f{i}", pa.float64()) for i in range(24)),
-                ("kind", pa.string()),
-                ("label", pa.int64()),
-            ]
-        ),
-    ) as writer:
+    weights = np.random.default_rng(0).normal(size=24)  # one relation for every file
+    fields = [pa.field(f"f{i}", pa.float64()) for i in range(24)]
+    schema = pa.schema([*fields, ("kind", pa.string()), ("label", pa.int64())])
+    with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, rows, 200_000):
             count = min(200_000, rows - start)
             values = rng.normal(size=(count, 24))
-            kind = rng.choice(["a", "b", "c"], size=count)
+            kind = rng.choice(np.array(["a", "b", "c"]), size=count)
             score = values @ weights + np.select([kind == "a", kind == "b"], [1.5, -1.5], 0)
             label = (score + rng.normal(scale=2.0, size=count) > 0).astype(np.int64)
             values[rng.random((count, 24)) < 0.02] = np.nan
-            columns = {f"f{i}": values[:, i] for i in range(24)}
-            frame = pd.DataFrame(columns | {"kind": kind, "label": label})
-            writer.write_table(pa.Table.from_pandas(frame, preserve_index=False))
+            frame = pd.DataFrame({f"f{i}": values[:, i] for i in range(24)})
+            frame["kind"], frame["label"] = kind, label
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
 
 
 @pytest.mark.slow
@@ -372,6 +365,7 @@ def test_sigkill_mid_epoch_then_resume_auto_ends_bitwise_as_an_unstopped_run(tmp
         "callbacks.model_checkpoint.every_n_steps=10",
         *KILL,
     )
+    (tmp_path / "reference").mkdir()
     reference = train_cli(*command, cwd=tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr[-2000:]
     env = train_env() | {"TRAINLAB_TEST_KILL_AT_STEP": "85"}  # epoch 2 has 66 steps
