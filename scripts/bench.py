@@ -857,6 +857,9 @@ def main() -> None:
         "a hand-written pyarrow-batches loop (peak memory, rows/s, preprocessing pass)",
     )
     parser.add_argument("--streaming-gb", type=float, default=2.0, help="decoded GB of the file")
+    parser.add_argument(
+        "--streaming-batches", type=int, default=2000, help="training batches of 512, both"
+    )
     parser.add_argument("--streaming-threads", type=int, default=2, help="torch threads, both")
     parser.add_argument("--streaming-dir", default=None, help="where to write the file")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
