@@ -126,7 +126,17 @@ def _parquet_chunks(path: Path, what: str, chunk_rows: int) -> Iterator[pd.DataF
             frame.index = pd.RangeIndex(start, start + len(frame))
             start += len(frame)
             yield frame
+    except (pa.ArrowMemoryError, MemoryError) as ex:
+        raise TrainlabError(
+            f"{what}={path}: out of memory reading a chunk ({first_line(ex)}); give the "
+            "process more memory, or read fewer rows at a time: lower data.chunk_rows"
+        ) from None
     except (pa.ArrowException, OSError, ValueError) as ex:
+        if "malloc" in str(ex) or "memory" in str(ex).lower():
+            raise TrainlabError(
+                f"{what}={path}: out of memory reading a chunk ({first_line(ex)}); give the "
+                "process more memory, or read fewer rows at a time: lower data.chunk_rows"
+            ) from None
         raise TrainlabError(
             f"{what}={path}: cannot read the Parquet file ({first_line(ex)}); "
             "is it complete? Write it again"
