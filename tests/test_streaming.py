@@ -38,8 +38,11 @@ def streamed(path: Path, tmp_path: Path, **settings) -> StreamingTable:
     [
         {},
         {"impute": "mean", "scaling": "minmax", "missing_indicator": True},
-        {"impute": "most_frequent", "categorical_impute": "constant"},
-        {"impute": "drop"},
+        pytest.param(
+            {"impute": "most_frequent", "categorical_impute": "constant"},
+            marks=pytest.mark.slow,
+        ),
+        pytest.param({"impute": "drop"}, marks=pytest.mark.slow),
     ],
     ids=["median-standard", "mean-minmax-indicator", "most_frequent-constant", "drop"],
 )
