@@ -20,7 +20,7 @@ from trainlab.app.predict_inputs import TableInput
 from trainlab.components.data import streaming_batches
 from trainlab.components.data.preprocessing import TablePreprocessor, build_transformer
 from trainlab.components.data.streaming_batches import StreamingTable
-from trainlab.components.data.streaming_source import TRAIN, row_splits
+from trainlab.components.data.streaming_source import TRAIN, choose_streaming, row_splits
 from trainlab.components.data.tabular import load_table
 from trainlab.errors import ConfigError, TrainlabError
 
@@ -115,6 +115,18 @@ def test_regression_targets_and_npy_columns(tmp_path) -> None:
     # `trainlab predict input=new.npy` reads the same columns (the target may be there).
     rows = TableInput(data.preprocessor, {}).read(tmp_path / "table.npy", "input")
     assert data.preprocessor.transform(rows, "input").shape == (500, 3)
+
+
+def test_auto_reads_a_small_file_whole_and_says_why(tmp_path, caplog) -> None:
+    path = tmp_path / "pets.csv"
+    pets_table(rows=50).to_csv(path, index=False)
+    caplog.set_level("INFO", logger="trainlab")
+    assert choose_streaming("auto", path) is False
+    assert "data.streaming=auto reads it into memory: about 0 MiB decoded, x4 is under" in (
+        caplog.text
+    )
+    assert choose_streaming(True, path) is True and choose_streaming(False, path) is False
+    assert choose_streaming("auto", tmp_path / "missing.csv") is False  # the reader says why
 
 
 # --- batches -------------------------------------------------------------------------------
