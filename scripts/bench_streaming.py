@@ -192,6 +192,10 @@ def _run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "logger=none",
         "callbacks.early_stopping=null",
         f"paths.root_dir={folder / 'outputs'}",
+        f"trainer.limit_train_batches={batches}",
+        "data.val_fraction=0.05",
+        "data.test_fraction=0.05",
+        "+callbacks.bench_timer._target_=bench_streaming.TrainTimer",
     ]
     wall, trainlab_peak, output = run_child(trainlab, folder, env)
     fit = re.search(r"preprocessing fitted in ([\d.]+) s, cached in ([\d.]+) s", output)
