@@ -14,6 +14,8 @@
                                                    # files against eager (bench_export.py)
     python scripts/bench.py --image-folder         # data=image_folder's loader against a
                                                    # hand-written DataLoader (bench_images.py)
+    python scripts/bench.py --streaming            # a 2 GB Parquet table streamed against a
+                                                   # pyarrow loop (scripts/bench_streaming.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
     python scripts/bench.py --tfidf                # TF-IDF text against scikit-learn's
@@ -882,6 +884,18 @@ def main() -> None:
         help="instead: trainlab on 2 processes against a hand-written DDP loop, DDP's "
         "per-step overhead, 2 processes x 1 thread against 1 x 2 (scripts/bench_ddp.py)",
     )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="instead: a generated Parquet table trained with data.streaming=true against "
+        "a hand-written pyarrow-batches loop (peak memory, rows/s, preprocessing pass)",
+    )
+    parser.add_argument("--streaming-gb", type=float, default=2.0, help="decoded GB of the file")
+    parser.add_argument(
+        "--streaming-batches", type=int, default=2000, help="training batches of 512, both"
+    )
+    parser.add_argument("--streaming-threads", type=int, default=2, help="torch threads, both")
+    parser.add_argument("--streaming-dir", default=None, help="where to write the file")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     import bench_export
 
@@ -934,6 +948,7 @@ def main() -> None:
         "tfidf_quick": "bench_tfidf",
         "image_folder": "bench_images",
         "ddp": "bench_ddp",
+        "streaming": "bench_streaming",
     }
     chosen = dict.fromkeys(module for flag, module in side.items() if getattr(args, flag))
     if chosen:

@@ -29,6 +29,7 @@ from trainlab.components.data import file_checks
 from trainlab.components.data.datasets import DataInfo
 from trainlab.components.data.files import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from trainlab.components.data.preprocessing import TablePreprocessor, numeric_column
+from trainlab.components.data.streaming_source import NPY_SUFFIXES, read_npy
 from trainlab.components.data.text import TextPreprocessor
 from trainlab.components.data.text_features import TextVectorizer
 from trainlab.errors import TrainlabError
@@ -65,6 +66,8 @@ class TableInput:
         self.data_config = data_config
 
     def read(self, path: Path, what: str) -> pd.DataFrame:
+        if path.name.lower().endswith(NPY_SUFFIXES):  # columns x0, x1, ... as in training
+            return read_npy(path, what)
         return read_table(
             path,
             what=what,

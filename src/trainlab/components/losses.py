@@ -32,7 +32,7 @@ class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
 
 def num_outputs(cfg: DictConfig, data: DataBundle | DataInfo) -> int:
     """How many outputs the model needs for this loss and data (the bundle or its info)."""
-    info = data if isinstance(data, DataInfo) else data.info
+    info = data if isinstance(data, DataInfo) else data.info  # any data module has .info
     if info.task == "regression":
         return info.num_targets
     if cfg.get("_target_") == "trainlab.components.losses.BCEWithLogitsLoss":

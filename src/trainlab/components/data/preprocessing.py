@@ -64,7 +64,12 @@ def category_text(value: Any) -> Any:
 
 
 def categorical_column(series: pd.Series) -> pd.Series:
-    return pd.Series([category_text(v) for v in series], index=series.index, dtype=object)
+    # `category_text` once per distinct value, not per row (a streamed table has millions).
+    codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    if any(isinstance(v, (bool, np.bool_)) for v in distinct):  # True == 1 to factorize
+        return pd.Series([category_text(v) for v in series], index=series.index, dtype=object)
+    texts = np.array([*(category_text(v) for v in distinct), np.nan], dtype=object)
+    return pd.Series(texts[codes], index=series.index, dtype=object)
 
 
 def numeric_column(series: pd.Series, name: str, where: str, hint: str) -> pd.Series:

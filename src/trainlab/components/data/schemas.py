@@ -11,7 +11,7 @@ from itertools import combinations
 from typing import Any
 
 from trainlab.errors import ConfigError
-from trainlab.schema import batch_size, is_count, positive_ints, spec
+from trainlab.schema import auto_or_bool, batch_size, is_count, positive_ints, spec
 
 
 @dataclass
@@ -185,6 +185,9 @@ class TableFileSchema(RegressionSplitSchema):
     npz_features: str = spec("X")
     npz_target: str = spec("y")
     max_categories: int = spec(100, ge=2)
+    streaming: Any = spec("auto", check=auto_or_bool)
+    cache_dir: str = spec("outputs/cache")
+    chunk_rows: int = spec(65536, ge=1)
 
     def cross_check(self, key: str) -> None:
         super().cross_check(key)
@@ -210,6 +213,16 @@ class TableFileSchema(RegressionSplitSchema):
                     f"the target '{self.target}' is also in {key}.{setting}; "
                     "the target column is never a feature: remove it from that list"
                 )
+        if self.streaming is True and self.impute == "knn":
+            raise ConfigError(
+                f"{key}.impute=knn needs the whole table in memory, which {key}.streaming=true "
+                "does not hold: use median, mean, most_frequent or drop"
+            )
+        if self.streaming is True and str(self.path).lower().endswith(".npz"):
+            raise ConfigError(
+                f"{key}.streaming=true cannot read a compressed .npz in chunks: save the "
+                f"arrays as .npy (np.save) or Parquet, or use {key}.streaming=false"
+            )
         if self.impute == "drop" and self.missing_indicator:
             raise ConfigError(
                 f"{key}.missing_indicator=true needs an imputing {key}.impute "

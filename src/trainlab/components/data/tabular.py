@@ -30,6 +30,12 @@ from trainlab.components.data.preprocessing import (
     numeric_column,
     shown,
 )
+from trainlab.components.data.streaming_source import (
+    CHUNK_ROWS,
+    NPY_SUFFIXES,
+    choose_streaming,
+    read_npy,
+)
 from trainlab.errors import ConfigError, TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")
@@ -204,13 +210,33 @@ def load_table(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     fold: tuple[int, int] | None = None,
+    streaming: bool | str = "auto",
+    cache_dir: str = "outputs/cache",
+    chunk_rows: int = CHUNK_ROWS,
+    num_workers: int = 0,
     **batching: Any,
 ) -> DataBundle:
     """A table from a file, split (stratified for classes) and preprocessed (see the module).
 
-    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`)."""
+    `fold=(k, folds)`: fold k of a cross-validation (see `split_rows`). `streaming`: read
+    the file in chunks instead (`streaming_table.py`); `auto` streams a file that would
+    not comfortably fit in memory."""
+    if choose_streaming(streaming, path):
+        from trainlab.components.data.streaming_table import load_streaming_table
+
+        return load_streaming_table(
+            seed, path, target=target, task=task, categorical=list(categorical),
+            numeric=list(numeric), drop_columns=list(drop_columns), impute=impute,
+            missing_indicator=missing_indicator, categorical_impute=categorical_impute,
+            max_categories=max_categories, scaling=scaling, target_scaling=target_scaling,
+            val_fraction=val_fraction, test_fraction=test_fraction, fold=fold,
+            cache_dir=cache_dir, num_workers=num_workers, chunk_rows=chunk_rows, **batching,
+        )
     where = f"data.path={path}"
-    frame = read_table(path, npz_features=npz_features, npz_target=npz_target)
+    if str(path).lower().endswith(NPY_SUFFIXES):
+        frame = read_npy(path)
+    else:
+        frame = read_table(path, npz_features=npz_features, npz_target=npz_target)
     columns = list(frame.columns)
     arrays = frame.attrs.get("npz_arrays")
     if target is None and arrays is not None:
