@@ -9,6 +9,9 @@
                                                    # quiet and busy (scripts/bench_threads.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
+    python scripts/bench.py --sweeps               # trainlab -m against a hand-written
+                                                   # Optuna loop; 1 and 2 workers
+                                                   # (scripts/bench_sweeps.py)
 
 Throughput. For each model and batch size one process trains the same model (one
 instance each, built from the same config and seed) on the same in-memory data with each
@@ -848,6 +851,13 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--sweeps",
+        action="store_true",
+        help="instead: an Optuna sweep through trainlab -m against a hand-written Optuna "
+        "loop, per-trial overhead, 1 and 2 workers on one study (--sweep-trials)",
+    )
+    parser.add_argument("--sweep-trials", type=int, default=40, help="with --sweeps")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -885,6 +895,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.sweeps:
+        import bench_sweeps
+
+        report |= bench_sweeps.run(args.sweep_trials)
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 

@@ -148,7 +148,7 @@ def progress_line(record: dict[str, Any]) -> str:
 
 
 # Overrides that say where a job was written, or how a sweep reaches it, not what it tried.
-PLUMBING = ("paths.", "hydra.", "+optuna", "++optuna", "optuna_trial")
+PLUMBING = ("paths.", "hydra.", "+optuna", "++optuna", "optuna_trial", "resume=")
 
 
 def short_overrides(overrides: list[str], keys: set[str] | None = None) -> str:
