@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -376,3 +377,19 @@ def test_the_dashboard_serves_the_study_on_localhost(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("interval", "grace", "says"),
+    [
+        (0, 60, "hydra.sweeper.heartbeat_interval=0 must be an integer >= 1 (seconds)"),
+        (10, 2.5, "hydra.sweeper.grace_period=2.5 must be an integer >= 1 (seconds)"),
+        (10, 10, "hydra.sweeper.grace_period=10 must be longer than"),
+        (True, 60, "hydra.sweeper.heartbeat_interval=True must be an integer"),
+    ],
+)
+def test_heartbeat_settings_are_checked(interval, grace, says: str) -> None:
+    from hydra_plugins.trainlab_optuna_sweeper._workers import check_heartbeat
+
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        check_heartbeat(interval, grace)

@@ -49,6 +49,7 @@ from hydra_plugins.trainlab_optuna_sweeper._workers import (
     DeadTrials,
     Heartbeats,
     ask_lock,
+    check_heartbeat,
     count_taken,
     fail_dead_trials,
     running_elsewhere,
@@ -103,7 +104,7 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     sweep_dir.mkdir(parents=True, exist_ok=True)
     url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     shown_url = hide_password(url)
-    check_heartbeat(sweeper)
+    check_heartbeat(sweeper.heartbeat_interval, sweeper.grace_period)
     dead = DeadTrials(sweep_dir, sweeper.grace_period)
     storage = open_storage(
         url,
@@ -178,19 +179,6 @@ def ask_trials(
         trial.set_user_attr(WORKER, me)
         trials.append(trial)
     return trials
-
-
-def check_heartbeat(sweeper: TrainlabOptunaSweeper) -> None:
-    for name in ("heartbeat_interval", "grace_period"):
-        value = getattr(sweeper, name)
-        if not (isinstance(value, int) and value >= 1):
-            raise ConfigError(f"hydra.sweeper.{name}={value!r} must be an integer >= 1 (seconds)")
-    if sweeper.grace_period <= sweeper.heartbeat_interval:
-        raise ConfigError(
-            f"hydra.sweeper.grace_period={sweeper.grace_period} must be longer than "
-            f"hydra.sweeper.heartbeat_interval={sweeper.heartbeat_interval}, or live workers' "
-            "trials would be taken for dead ones; e.g. 3 heartbeat intervals"
-        )
 
 
 def open_study(

@@ -41,6 +41,21 @@ log = logging.getLogger(__name__)
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
+def check_heartbeat(heartbeat_interval: Any, grace_period: Any) -> None:
+    """Both whole seconds, the grace longer than the interval."""
+    from trainlab.errors import ConfigError
+
+    for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"hydra.sweeper.{name}={value!r} must be an integer >= 1 (seconds)")
+    if grace_period <= heartbeat_interval:
+        raise ConfigError(
+            f"hydra.sweeper.grace_period={grace_period} must be longer than "
+            f"hydra.sweeper.heartbeat_interval={heartbeat_interval}, or live workers' "
+            "trials would be taken for dead ones; e.g. 3 heartbeat intervals"
+        )
+
+
 def worker_id() -> str:
     """This process, as `host:pid namespace:pid` (the namespace tells containers apart)."""
     try:
