@@ -69,7 +69,7 @@ def test_plain_postgresql_urls_use_the_installed_driver() -> None:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("postgresql://me:pw@127.0.0.1:1/s", "hydra.sweeper.storage=postgresql+psycopg://me:***@"),
+        ("postgresql://me:pw@127.0.0.1:1/s", "hydra.sweeper.storage=postgresql://me:***@127"),
         ("nosuchdb://me:pw@h/s", "hydra.sweeper.storage=nosuchdb://me:***@h/s"),
         ("not a url", "hydra.sweeper.storage=not a url: cannot open the study's database"),
     ],
@@ -82,14 +82,16 @@ def test_an_unusable_storage_is_one_line_without_its_password(url: str, says: st
     assert "pw" not in message.replace("psycopg", "")
 
 
-def _study(tmp_path: Path, dead: DeadTrials, grace: int = 1) -> optuna.Study:
+def _study(tmp_path: Path, dead: DeadTrials, grace: int) -> optuna.Study:
+    """The study `s` in tmp_path/optuna.db (created the first time), seen through a storage
+    whose heartbeat grace is `grace` seconds."""
     storage = open_storage(
         f"sqlite:///{tmp_path / 'optuna.db'}",
         heartbeat_interval=1,
         grace_period=grace,
         heartbeat_stale_trial_callback=dead,
     )
-    return optuna.create_study(study_name="s", storage=storage)
+    return optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
 
 
 def _ask(study: optuna.Study, worker: str) -> optuna.trial.Trial:
@@ -104,8 +106,8 @@ def _ask(study: optuna.Study, worker: str) -> optuna.trial.Trial:
 def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     tmp_path: Path,
 ) -> None:
-    dead = DeadTrials(tmp_path, grace_period_s=1)
-    study = _study(tmp_path, dead)
+    dead = DeadTrials(tmp_path, grace_period_s=2)
+    study = _study(tmp_path, dead, grace=3600)  # no heartbeat goes stale through this one
     here = worker_id().rsplit(":", 1)[0]
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -116,9 +118,10 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     states = [t.state for t in study.trials]
     # The local dead process's trial goes at once; the other machine's waits for its grace.
     assert states[:3] == [TrialState.RUNNING, TrialState.FAIL, TrialState.RUNNING]
-    time.sleep(2.2)
-    study._storage.record_heartbeat(alive._trial_id)
-    fail_dead_trials(study, dead)
+    impatient = _study(tmp_path, dead, grace=2)
+    time.sleep(3.1)  # the heartbeat's clock counts whole seconds
+    study._storage.record_heartbeat(alive._trial_id)  # a live worker's beat
+    fail_dead_trials(impatient, dead)
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL, TrialState.FAIL,
                                          TrialState.WAITING, TrialState.WAITING]  # fmt: skip
@@ -131,6 +134,9 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     assert json.loads((tmp_path / ".job-1.json").read_text())["reason"] == (
         "interrupted: its sweep process on this machine was killed; queued again as trial 3"
     )
+    assert json.loads((tmp_path / ".job-2.json").read_text())["reason"] == (
+        "interrupted: its worker stopped beating (no heartbeat for 2 s); queued again as trial 4"
+    )
     # Taken: the live one and both retries; the interrupted ones do not count.
     assert count_taken(study) == 3
     # The job records say so, and the leaderboard shows it.
@@ -140,10 +146,8 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     assert rows["2"]["status"] == "interrupted" and rows["2"]["rank"] is None
 
     # A retry whose worker dies too is failed, and not queued a third time.
-    retry = _ask(study, "other-host:1:4243")
+    retry = _ask(study, f"{here}:{gone.pid}")
     assert retry.number == 3 and retry.params == killed_here.params
-    time.sleep(2.2)
-    study._storage.record_heartbeat(alive._trial_id)
     fail_dead_trials(study, dead)
     again = json.loads((tmp_path / ".job-3.json").read_text())
     assert study.trials[3].state == TrialState.FAIL and interrupted(study.trials) == {1, 2}
@@ -393,3 +397,26 @@ def test_heartbeat_settings_are_checked(interval, grace, says: str) -> None:
 
     with pytest.raises(ConfigError, match=re.escape(says)):
         check_heartbeat(interval, grace)
+
+
+@pytest.mark.slow  # the real command in a process of its own: 10-30 s
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ("hydra.sweeper.storage=postgresql://me:pw1@127.0.0.1:1/db",
+         "error: hydra.sweeper.storage=postgresql://me:***@127.0.0.1:1/db: cannot open"),
+        ("hydra.sweeper.grace_period=5",
+         "error: hydra.sweeper.grace_period=5 must be longer than hydra.sweeper.heartbeat_"),
+    ],
+)  # fmt: skip
+def test_a_bad_shared_storage_is_one_line_and_writes_nothing(
+    tmp_path: Path, override: str, says: str
+) -> None:
+    from conftest import train_cli
+
+    proc = train_cli("-m", "hparams_search=optuna_mlp", override, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(says) and "Traceback" not in proc.stderr
+    assert "pw1" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "outputs").exists()

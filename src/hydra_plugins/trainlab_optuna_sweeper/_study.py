@@ -101,17 +101,22 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     direction = resolve_direction(sweeper.direction, config.objective)
 
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
     shown_url = hide_password(url)
     check_heartbeat(sweeper.heartbeat_interval, sweeper.grace_period)
+    if not sweeper.storage:  # the default database lives in the sweep folder
+        sweep_dir.mkdir(parents=True, exist_ok=True)
     dead = DeadTrials(sweep_dir, sweeper.grace_period)
-    storage = open_storage(
-        url,
-        heartbeat_interval=sweeper.heartbeat_interval,
-        grace_period=sweeper.grace_period,
-        heartbeat_stale_trial_callback=dead,
-    )
+    # Under the ask lock: workers starting together on a new database would each create
+    # Optuna's tables, and all but one fail.
+    with ask_lock(with_driver(url), sweeper.study_name):
+        storage = open_storage(
+            url,
+            heartbeat_interval=sweeper.heartbeat_interval,
+            grace_period=sweeper.grace_period,
+            heartbeat_stale_trial_callback=dead,
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)  # once the database is there
     settings = study_settings(sweeper, space, config)
     with ask_lock(with_driver(url), sweeper.study_name):
         study = open_study(sweeper, storage, shown_url, direction, settings)

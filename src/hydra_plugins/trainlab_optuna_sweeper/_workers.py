@@ -212,6 +212,9 @@ def ask_lock(url: str, study_name: str) -> Iterator[None]:
         import fcntl
 
         path = Path(url.removeprefix("sqlite:///") + ".ask.lock")
+        if not path.parent.is_dir():  # no database either: opening it says so in one line
+            yield
+            return
         with open(path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -222,8 +225,14 @@ def ask_lock(url: str, study_name: str) -> Iterator[None]:
     import sqlalchemy
 
     key = zlib.crc32(f"trainlab sweep {study_name}".encode())
-    engine = _lock_engine(url)
-    with engine.connect() as connection:
+    try:
+        connection = _lock_engine(url).connect()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError):
+        connection = None
+    if connection is None:  # the database cannot be reached: opening it says why, in one line
+        yield
+        return
+    with connection:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:
             yield

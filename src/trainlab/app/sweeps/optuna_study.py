@@ -50,13 +50,14 @@ def open_storage(url: str, **heartbeat: Any) -> optuna.storages.BaseStorage:
 
     from trainlab.errors import ConfigError
 
-    url = with_driver(url)
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            return optuna.storages.RDBStorage(
+                with_driver(url), engine_kwargs=engine_kwargs, **heartbeat
+            )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as ex:
         why = str(ex.orig if isinstance(ex, sqlalchemy.exc.DBAPIError) else ex)
         why = " ".join(why.split())[:150]
