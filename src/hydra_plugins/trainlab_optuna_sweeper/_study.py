@@ -77,6 +77,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+# A study attribute: how many sweep processes joined it, so each seeds its sampler apart.
+WORKERS_JOINED = "trainlab_workers_joined"
+SEED_STRIDE = 7919
 PRUNERS = {
     "median": "optuna.pruners.MedianPruner",
     "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
@@ -173,10 +176,6 @@ def ask_trials(
     wanted = min(sweeper.n_jobs, waiting + max(sweeper.n_trials - count_taken(study), 0))
     trials = []
     for _ in range(wanted):
-        if sweeper.seed is not None:
-            # Seeded by the trial's place in the study: workers asking one after the other
-            # do not draw the same parameters, and a resumed search does not repeat itself.
-            study.sampler = make_sampler(sweeper, sweeper.seed + len(study.trials))
         with warnings.catch_warnings():  # ask/tell with heartbeats: beaten by `beats`
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask(space)
@@ -210,8 +209,16 @@ def open_study(
             "start another study with hydra.sweeper.study_name=..."
         )
     check_settings(sweeper, study, settings)
+    # Seeded past the trials so far (a resumed search does not repeat its first draws) and
+    # apart for each worker that joined the study before (workers started together do not
+    # draw the same parameters); called under the ask lock, so each gets its own count.
+    joined = int(study.user_attrs.get(WORKERS_JOINED, 0))
+    study.set_user_attr(WORKERS_JOINED, joined + 1)
+    seed = None
+    if sweeper.seed is not None:
+        seed = sweeper.seed + len(study.trials) + SEED_STRIDE * joined
     return optuna.load_study(
-        study_name=sweeper.study_name, storage=storage, sampler=make_sampler(sweeper, None)
+        study_name=sweeper.study_name, storage=storage, sampler=make_sampler(sweeper, seed)
     )
 
 
