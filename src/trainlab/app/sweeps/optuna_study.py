@@ -50,12 +50,14 @@ def open_storage(url: str, **heartbeat: Any) -> optuna.storages.BaseStorage:
 
     from trainlab.errors import ConfigError
 
+    if not heartbeat and url in _reporting_storages:
+        return _reporting_storages[url]
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {}
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 with_driver(url), engine_kwargs=engine_kwargs, **heartbeat
             )
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as ex:
@@ -66,6 +68,15 @@ def open_storage(url: str, **heartbeat: Any) -> optuna.storages.BaseStorage:
             f"({why}); check the URL, that the server runs and that its driver is installed "
             "(PostgreSQL: pip install 'psycopg[binary]')"
         ) from None
+    if not heartbeat:
+        _reporting_storages[url] = storage
+    return storage
+
+
+# The storages jobs report through, by URL: the jobs of a sweep run one after the other in
+# one process (the basic launcher), and opening one (an engine, a schema check) takes a
+# good part of a second, twice a job.
+_reporting_storages: dict[str, Any] = {}
 
 
 def with_driver(url: str) -> str:
