@@ -20,6 +20,9 @@
                                                    # fused Adam and allocator settings
     python scripts/bench.py --tfidf                # TF-IDF text against scikit-learn's
                                                    # LogisticRegression (scripts/bench_tfidf.py)
+    python scripts/bench.py --sweeps               # trainlab -m against a hand-written
+                                                   # Optuna loop; 1 and 2 workers
+                                                   # (scripts/bench_sweeps.py)
 
 Throughput. For each model and batch size one process trains the same model (one
 instance each, built from the same config and seed) on the same in-memory data with each
@@ -896,6 +899,13 @@ def main() -> None:
     )
     parser.add_argument("--streaming-threads", type=int, default=2, help="torch threads, both")
     parser.add_argument("--streaming-dir", default=None, help="where to write the file")
+    parser.add_argument(
+        "--sweeps",
+        action="store_true",
+        help="instead: an Optuna sweep through trainlab -m against a hand-written Optuna "
+        "loop, per-trial overhead, 1 and 2 workers on one study (--sweep-trials)",
+    )
+    parser.add_argument("--sweep-trials", type=int, default=40, help="with --sweeps")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     import bench_export
 
@@ -949,6 +959,7 @@ def main() -> None:
         "image_folder": "bench_images",
         "ddp": "bench_ddp",
         "streaming": "bench_streaming",
+        "sweeps": "bench_sweeps",
     }
     chosen = dict.fromkeys(module for flag, module in side.items() if getattr(args, flag))
     if chosen:

@@ -82,7 +82,8 @@ def test_resume_auto_picks_the_latest_unfinished_run_of_the_same_command(tmp_pat
     ("args", "message"),
     [
         (["resume=nowhere/runs/x"], "resume=nowhere/runs/x: no such run folder or checkpoint"),
-        (["-m", "optim.lr=0.1,0.2", "resume=auto"], "does not apply to sweeps (-m)"),
+        (["-m", "optim.lr=0.1,0.2", "resume=runs/x"], "does not apply to a sweep (-m)"),
+        (["-m", "hparams_search=optuna_mlp", "resume=auto"], "does not apply to this sweep (-m)"),
         (["resume=auto", "mode=lr_find"], "does not apply to mode=lr_find"),
     ],
 )

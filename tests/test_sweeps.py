@@ -24,7 +24,13 @@ from optuna.trial import TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._search_space import quote, split_overrides
 from hydra_plugins.trainlab_optuna_sweeper._study import resolve_direction
-from trainlab.app.sweeps.optuna_study import FAIL_REASON, INTERRUPTED, PRUNED_AT, RETRY_OF, RUN_DIR
+from trainlab.app.sweeps.optuna_study import (
+    FAIL_REASON,
+    PRUNED_AT,
+    RETRY_OF,
+    RUN_DIR,
+    interrupted,
+)
 
 # Small, quick trials: a narrow MLP, a few epochs, no TensorBoard or checkpoints.
 QUICK = ("data.batch_size=128", "logger=none", "callbacks=none")
@@ -296,7 +302,7 @@ def test_interrupted_study_resumes_and_retries_the_cut_trial(tmp_path: Path) -> 
     trials = load_study(tmp_path, "killed").trials
     cut = trials[0]
     assert cut.state == TrialState.FAIL
-    assert cut.user_attrs[INTERRUPTED] is True
+    assert interrupted(trials) == {0}
     assert not (first_job / "metrics.json").exists()
     # The cut trial runs again as trial 1, with its parameters; 3 trials count in all.
     assert trials[1].user_attrs[RETRY_OF] == 0

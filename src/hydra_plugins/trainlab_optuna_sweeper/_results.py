@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._search_space import to_config_value
-from trainlab.app.sweeps.optuna_study import INTERRUPTED, OVERRIDES, RUN_DIR
+from trainlab.app.sweeps.optuna_study import OVERRIDES, RUN_DIR, interrupted
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,10 @@ def summarize(
     study: optuna.Study, config: DictConfig, url: str, parser: OverridesParser
 ) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
+    cut = interrupted(trials)
 
-    def count(state: TrialState, interrupted: bool = False) -> int:
-        return sum(
-            t.state == state and bool(t.user_attrs.get(INTERRUPTED)) == interrupted for t in trials
-        )
+    def count(state: TrialState, was_cut: bool = False) -> int:
+        return sum(t.state == state and (t.number in cut) == was_cut for t in trials)
 
     results: dict[str, Any] = {
         "study_name": study.study_name,
@@ -41,7 +40,7 @@ def summarize(
             "complete": count(TrialState.COMPLETE),
             "pruned": count(TrialState.PRUNED),
             "failed": count(TrialState.FAIL),
-            "interrupted": count(TrialState.FAIL, interrupted=True),
+            "interrupted": count(TrialState.FAIL, was_cut=True),
         },
         "best": None,
     }

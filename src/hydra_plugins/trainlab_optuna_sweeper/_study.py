@@ -1,22 +1,25 @@
 """The search: ask Optuna for trials, run each as a Hydra job, tell Optuna how it went.
 
-    open (or resume) the study in storage; trials an interrupted sweep left RUNNING
-        become FAIL (interrupted) and are queued again with the same parameters
-    until n_trials trials are complete, pruned or failed:
-        ask for up to n_jobs trials (Optuna suggests every parameter)
+    open (or join) the study in storage
+    until n_trials trials are taken, by this worker and the others sharing the study
+    (see _workers.py: dead workers' trials are failed and queued once more):
+        ask for up to n_jobs trials (queued ones first; Optuna suggests every parameter)
         launch them as jobs numbered by trial, each with +optuna_trial={...} so it can
             report its objective each epoch and stop when pruned (OptunaPruning)
         tell each result: COMPLETE with the job's objective, PRUNED, or FAIL with a reason
+    wait for other workers' running trials (a dead one's trial is then run here)
     write optuna_results.yaml and print the best trial
 
-One sweep at a time per study: a lock in the sweep folder stops a second one.
+Any number of sweeps may share a study: the same command on several machines against
+one database (hydra.sweeper.storage), or twice on one machine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,17 +45,29 @@ from hydra_plugins.trainlab_optuna_sweeper._search_space import (
     to_override,
 )
 from hydra_plugins.trainlab_optuna_sweeper._settings import check_settings, study_settings
+from hydra_plugins.trainlab_optuna_sweeper._workers import (
+    DeadTrials,
+    Heartbeats,
+    ask_lock,
+    check_heartbeat,
+    count_taken,
+    fail_dead_trials,
+    running_elsewhere,
+    worker_id,
+)
 from trainlab.app.sweeps.jobs import write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
-    INTERRUPTED,
     OVERRIDES,
     PRUNED_AT,
-    RETRY_OF,
     RUN_DIR,
     TRIAL_KEY,
+    WORKER,
+    hide_password,
+    interrupted,
     open_storage,
     trial_id,
+    with_driver,
 )
 from trainlab.errors import ConfigError, did_you_mean, one_line
 
@@ -62,6 +77,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+# A study attribute: how many sweep processes joined it, so each seeds its sampler apart.
+WORKERS_JOINED = "trainlab_workers_joined"
+SEED_STRIDE = 7919
 PRUNERS = {
     "median": "optuna.pruners.MedianPruner",
     "successive_halving": "optuna.pruners.SuccessiveHalvingPruner",
@@ -86,27 +104,85 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     direction = resolve_direction(sweeper.direction, config.objective)
 
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
-
-    with exclusive(sweep_dir / "optuna.lock", sweeper.study_name):
-        storage = open_storage(url)
-        settings = study_settings(sweeper, space, config)
-        study = open_study(sweeper, storage, url, direction, settings)
-        OmegaConf.save(config, sweep_dir / "multirun.yaml")  # once the study accepts it
-        log.info(
-            f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
-            f"in {url}: {count_done(study)} of {sweeper.n_trials} trials done; "
-            f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
+    shown_url = hide_password(url)
+    check_heartbeat(sweeper.heartbeat_interval, sweeper.grace_period)
+    if not sweeper.storage:  # the default database lives in the sweep folder
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    dead = DeadTrials(sweep_dir, sweeper.grace_period)
+    # Under the ask lock: workers starting together on a new database would each create
+    # Optuna's tables, and all but one fail.
+    with ask_lock(with_driver(url), sweeper.study_name):
+        storage = open_storage(
+            url,
+            heartbeat_interval=sweeper.heartbeat_interval,
+            grace_period=sweeper.grace_period,
+            heartbeat_stale_trial_callback=dead,
         )
-        block = {"storage": url, "study_name": sweeper.study_name, "pruner": pruner}
-        while (remaining := sweeper.n_trials - count_done(study)) > 0:
-            trials = [study.ask(space) for _ in range(min(sweeper.n_jobs, remaining))]
-            run_batch(sweeper, study, storage, trials, space, list(fixed.values()), block)
-        results = summarize(study, config, url, parser)
+    sweep_dir.mkdir(parents=True, exist_ok=True)  # once the database is there
+    settings = study_settings(sweeper, space, config)
+    with ask_lock(with_driver(url), sweeper.study_name):
+        study = open_study(sweeper, storage, shown_url, direction, settings)
+    write_yaml_atomic(OmegaConf.to_container(config), sweep_dir / "multirun.yaml")
+    log.info(
+        f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
+        f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
+        f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
+    )
+    # A shared database's URL (maybe with a password) stays out of the printed overrides:
+    # jobs read it from hydra.sweeper.storage.
+    block = {"storage": None if sweeper.storage else url, "study_name": sweeper.study_name}
+    block["pruner"] = pruner
+    me = worker_id()
+    waiting_said = False
+    with Heartbeats(storage, sweeper.heartbeat_interval) as beats:
+        while True:
+            with ask_lock(with_driver(url), sweeper.study_name):
+                fail_dead_trials(study, dead)
+                trials = ask_trials(sweeper, study, storage, space, me, beats)
+            if trials:
+                run_batch(sweeper, study, storage, trials, space, list(fixed.values()), block)
+                for trial in trials:
+                    beats.remove(trial_id(storage, study.study_name, trial.number))
+                continue
+            others = running_elsewhere(study, me)
+            if not others:
+                break
+            if not waiting_said:
+                log.info(
+                    f"all {sweeper.n_trials} trials are taken; waiting for the "
+                    f"{len(others)} running in other workers (a dead worker's trial runs "
+                    "again here)"
+                )
+                waiting_said = True
+            time.sleep(sweeper.heartbeat_interval)
+    results = summarize(study, config, shown_url, parser)
     write_yaml_atomic(results, sweep_dir / RESULTS_FILE)
     log_results(results, sweep_dir / RESULTS_FILE)
     return results
+
+
+def ask_trials(
+    sweeper: TrainlabOptunaSweeper,
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    space: dict[str, BaseDistribution],
+    me: str,
+    beats: Heartbeats,
+) -> list[Trial]:
+    """Up to n_jobs trials for this worker: queued ones first, then new ones while fewer
+    than n_trials are taken. Called under the ask lock."""
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    wanted = min(sweeper.n_jobs, waiting + max(sweeper.n_trials - count_taken(study), 0))
+    trials = []
+    for _ in range(wanted):
+        with warnings.catch_warnings():  # ask/tell with heartbeats: beaten by `beats`
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask(space)
+        beats.add(trial_id(storage, study.study_name, trial.number))
+        trial.set_user_attr(WORKER, me)
+        trials.append(trial)
+    return trials
 
 
 def open_study(
@@ -116,14 +192,16 @@ def open_study(
     direction: str,
     settings: dict[str, str],
 ) -> optuna.Study:
-    """Create the study, or load it (refusing other settings unless asked) and requeue what
-    an interrupted sweep left running."""
+    """Create the study, or load it (refusing other settings unless asked)."""
     try:  # (create_study(load_if_exists=True) would log a line of its own to stderr)
         study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
     except KeyError:  # no such study yet
-        study = optuna.create_study(
-            study_name=sweeper.study_name, storage=storage, direction=direction
-        )
+        try:
+            study = optuna.create_study(
+                study_name=sweeper.study_name, storage=storage, direction=direction
+            )
+        except optuna.exceptions.DuplicatedStudyError:  # another worker made it just now
+            study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
     if study.direction.name.lower() != direction:
         raise ConfigError(
             f"study '{sweeper.study_name}' in {url} was created to "
@@ -131,9 +209,14 @@ def open_study(
             "start another study with hydra.sweeper.study_name=..."
         )
     check_settings(sweeper, study, settings)
-    retry_interrupted(study, storage)
-    # Seeded past the trials so far: a resumed search does not repeat its first draws.
-    seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
+    # Seeded past the trials so far (a resumed search does not repeat its first draws) and
+    # apart for each worker that joined the study before (workers started together do not
+    # draw the same parameters); called under the ask lock, so each gets its own count.
+    joined = int(study.user_attrs.get(WORKERS_JOINED, 0))
+    study.set_user_attr(WORKERS_JOINED, joined + 1)
+    seed = None
+    if sweeper.seed is not None:
+        seed = sweeper.seed + len(study.trials) + SEED_STRIDE * joined
     return optuna.load_study(
         study_name=sweeper.study_name, storage=storage, sampler=make_sampler(sweeper, seed)
     )
@@ -225,46 +308,16 @@ def resolve_direction(direction: str, objective: str) -> str:
     return "maximize" if modes == {"max"} else "minimize"
 
 
-@contextlib.contextmanager
-def exclusive(lock_path: Path, study_name: str) -> Iterator[None]:
-    """Hold a lock for the sweep: trials RUNNING in storage are then surely stale."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, run one sweep per study at a time
-        yield
-        return
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another sweep is running study '{study_name}' ({lock_path} is locked); "
-                "wait for it to end, or start another study with hydra.sweeper.study_name=..."
-            ) from None
-        yield
-
-
 # -------------------------------------------------------------------------------- trials
 def count_done(study: optuna.Study) -> int:
-    """Trials that count toward n_trials: all finished ones except interrupted ones."""
+    """Trials done: all finished ones except interrupted ones (their retry counts)."""
+    trials = study.get_trials(deepcopy=False)
+    cut = interrupted(trials)
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED))
-        for t in study.get_trials(deepcopy=False)
+        or (t.state == TrialState.FAIL and t.number not in cut)
+        for t in trials
     )
-
-
-def retry_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
-    """Trials left RUNNING by a sweep that was killed: FAIL them, queue their parameters."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        key = trial_id(storage, study.study_name, trial.number)
-        storage.set_trial_user_attr(key, INTERRUPTED, True)
-        storage.set_trial_user_attr(
-            key, FAIL_REASON, "interrupted: the sweep stopped while this trial ran"
-        )
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-        log.info(f"trial {trial.number} was interrupted by the last sweep; running it again")
 
 
 def run_batch(
@@ -301,7 +354,12 @@ def run_batch(
             [jobs[t.number] for t in group], initial_job_idx=group[0].number
         )
         for trial, job_return in zip(group, returns, strict=True):
-            tell(study, storage, trial, job_return)
+            try:
+                tell(study, storage, trial, job_return)
+            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as ex:
+                # Taken for dead by another worker (no heartbeat in time): its retry is
+                # that worker's; this job's folder keeps what it did.
+                log.warning(f"trial {trial.number} was failed by another worker: {one_line(ex)}")
 
 
 def consecutive(trials: list[Trial]) -> Iterator[list[Trial]]:

@@ -26,8 +26,14 @@ class TrainlabOptunaSweeperConf:
     direction: str = "auto"
     # The study's name in storage; running the same name again resumes it.
     study_name: str = "trainlab"
-    # An SQLAlchemy URL. null: sqlite:///<hydra.sweep.dir>/optuna.db
+    # An SQLAlchemy URL. null: sqlite:///<hydra.sweep.dir>/optuna.db. Workers given the same
+    # URL and study_name share the study (e.g. postgresql://user@host/db on a cluster).
     storage: str | None = None
+    # Each worker beats every running trial's heartbeat this often (seconds); a trial whose
+    # heartbeat is older than grace_period is its dead worker's: failed, and queued once
+    # more with its parameters for a live worker.
+    heartbeat_interval: int = 10
+    grace_period: int = 60
     # Stops unpromising trials early, from the objective reported each epoch:
     # median | successive_halving | none.
     pruner: str = "median"

@@ -33,6 +33,8 @@ class TrainlabOptunaSweeper(Sweeper):
         successive_halving: dict[str, Any],
         params: dict[str, str] | None = None,
         continue_with_changes: bool = False,
+        heartbeat_interval: int = 10,
+        grace_period: int = 60,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -53,6 +55,8 @@ class TrainlabOptunaSweeper(Sweeper):
         }
         self.params = dict(params or {})
         self.continue_with_changes = continue_with_changes
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None

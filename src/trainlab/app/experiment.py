@@ -396,11 +396,12 @@ def split(values: dict[str, float], prefix: str) -> dict[str, float]:
 
 def optuna_pruning(cfg: DictConfig) -> OptunaPruning:
     """The callback reporting to the Optuna trial the sweeper started this job for."""
+    from trainlab.app.sweeps.optuna_study import trial_storage
     from trainlab.app.sweeps.pruning import OptunaPruning
 
     trial = cfg[TRIAL_KEY]
     return OptunaPruning(
-        storage=trial.storage,
+        storage=trial_storage(trial),
         study_name=trial.study_name,
         number=trial.number,
         monitor=cfg.objective,

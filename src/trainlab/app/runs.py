@@ -401,13 +401,18 @@ class RunFolder(Callback):
                 config.hydra.output_subdir = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.get("resume") is not None:
-            exit_with(
-                ConfigError(
-                    "resume=... continues one run and does not apply to sweeps (-m); "
+        from trainlab.app.sweeps.grid import is_grid_sweep, resume_sweep_folder
+
+        try:
+            if is_grid_sweep(config):  # the same grid command again: finish the last one
+                resume_sweep_folder(config)
+            elif config.get("resume") is not None:
+                raise ConfigError(
+                    "resume=... continues one run and does not apply to this sweep (-m); "
                     "resume a sweep's job by running its command with resume=<its folder>"
                 )
-            )
+        except (TrainlabError, OSError) as ex:
+            exit_with(ex)
 
 
 def write_nothing(hydra: DictConfig) -> None:

@@ -104,12 +104,18 @@ def job_ended(config: DictConfig, record: dict[str, Any], job_return: Any) -> No
 
 def pruned_at(config: DictConfig) -> int | None:
     """The epoch after which Optuna's pruner stopped this job (None: not pruned)."""
-    from trainlab.app.sweeps.optuna_study import PRUNED_AT, TRIAL_KEY, open_storage, trial_id
+    from trainlab.app.sweeps.optuna_study import (
+        PRUNED_AT,
+        TRIAL_KEY,
+        open_storage,
+        trial_id,
+        trial_storage,
+    )
 
     trial = config.get(TRIAL_KEY)
     if trial is None:
         return None
-    storage = open_storage(trial.storage)
+    storage = open_storage(trial_storage(trial))
     key = trial_id(storage, trial.study_name, trial.number)
     return storage.get_trial(key).user_attrs.get(PRUNED_AT)
 
@@ -142,7 +148,7 @@ def progress_line(record: dict[str, Any]) -> str:
 
 
 # Overrides that say where a job was written, or how a sweep reaches it, not what it tried.
-PLUMBING = ("paths.", "hydra.", "+optuna", "++optuna", "optuna_trial")
+PLUMBING = ("paths.", "hydra.", "+optuna", "++optuna", "optuna_trial", "resume=")
 
 
 def short_overrides(overrides: list[str], keys: set[str] | None = None) -> str:

@@ -115,7 +115,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     head = ["rank", "run", "overrides", "status", objective, test_name, "epochs", "wall time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        status = f"failed: {r['reason']}" if r.get("reason") else r["status"]
+        status = f"{r['status']}: {r['reason']}" if r.get("reason") else r["status"]
         cells = [
             r.get("rank") or "-",
             r["run"],

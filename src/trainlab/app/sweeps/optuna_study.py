@@ -21,24 +21,102 @@ TRIAL_KEY = "optuna_trial"
 # User attributes on a trial. Set by the job when the pruner stopped it:
 PRUNED_AT = "pruned_at_epoch"
 # Set by the sweeper: the job's folder, its overrides, why it failed, whether it was cut
-# short by an interrupted sweep (such trials are retried and not counted as done).
+# short by a dead worker (marked by their retry's RETRY_OF, or by INTERRUPTED in studies
+# of earlier versions: such trials are retried and not counted as done).
 RUN_DIR = "run_dir"
 OVERRIDES = "overrides"
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
+# Set by the sweeper: which sweep process runs the trial (`host:pid namespace:pid`), so a
+# worker on the same machine sees at once that it died.
+WORKER = "worker"
 
 # SQLite allows one writer at a time; parallel jobs wait up to this long for the lock.
 SQLITE_TIMEOUT_S = 60
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """The RDB storage at `url` (any SQLAlchemy URL, e.g. sqlite:///path/optuna.db)."""
-    import optuna
+def open_storage(url: str, **heartbeat: Any) -> optuna.storages.BaseStorage:
+    """The RDB storage at `url` (any SQLAlchemy URL, e.g. sqlite:///path/optuna.db).
 
+    `heartbeat`: RDBStorage's heartbeat_interval, grace_period and
+    heartbeat_stale_trial_callback (the sweeper's; jobs only report, without them).
+    A URL that cannot be used ends as one line naming it, its password hidden.
+    """
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    from trainlab.errors import ConfigError
+
+    if not heartbeat and url in _reporting_storages:
+        return _reporting_storages[url]
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                with_driver(url), engine_kwargs=engine_kwargs, **heartbeat
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as ex:
+        why = str(ex.orig if isinstance(ex, sqlalchemy.exc.DBAPIError) else ex)
+        why = " ".join(why.split())[:150]
+        raise ConfigError(
+            f"hydra.sweeper.storage={hide_password(url)}: cannot open the study's database "
+            f"({why}); check the URL, that the server runs and that its driver is installed "
+            "(PostgreSQL: pip install 'psycopg[binary]')"
+        ) from None
+    if not heartbeat:
+        _reporting_storages[url] = storage
+    return storage
+
+
+# The storages jobs report through, by URL: the jobs of a sweep run one after the other in
+# one process (the basic launcher), and opening one (an engine, a schema check) takes a
+# good part of a second, twice a job.
+_reporting_storages: dict[str, Any] = {}
+
+
+def with_driver(url: str) -> str:
+    """`postgresql://` with the installed driver: SQLAlchemy's default (psycopg2) is often
+    missing where psycopg 3, which trainlab's `cluster` extra installs, is there."""
+    import importlib.util
+
+    plain = url.startswith(("postgresql://", "postgres://"))
+    if plain and not importlib.util.find_spec("psycopg2") and importlib.util.find_spec("psycopg"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def hide_password(url: str) -> str:
+    """`url` with its password, if any, as ***: for every line and file a sweep writes."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: hide what sits between : and @
+        import re
+
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def trial_storage(block: Any) -> str:
+    """The storage URL a job reports to: the trial block's, or (a shared database, whose
+    URL may hold a password and is kept out of the overrides Hydra prints) the sweeper's."""
+    if block.get("storage"):
+        return str(block.storage)
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().sweeper.storage)
+
+
+def interrupted(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """The numbers of the trials a dead worker left, which were queued to run again (their
+    retries say so: a finished trial cannot be marked afterwards)."""
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    return {t.number for t in trials if t.number in retried or t.user_attrs.get(INTERRUPTED)}
 
 
 def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
