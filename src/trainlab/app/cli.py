@@ -23,6 +23,7 @@ from trainlab.errors import Preempted, exit_with
 COMMANDS = {
     "train": "train an experiment (the default command)",
     "predict": "predict with a trained run: predict run=<run folder> input=<file>",
+    "serve": "serve a trained run over HTTP: serve run=<run folder> [port=8000]",
 }
 
 
@@ -50,6 +51,14 @@ def cli(argv: list[str] | None = None) -> None:
         from trainlab.app.predict import predict_main
 
         main(functools.partial(predict_main, argv))
+        return
+    if command == "serve":
+        from trainlab.app import serve  # torch-free until it loads the run
+
+        if wants_help:
+            print(f"{serve.__doc__.strip()}\n\n{serve.USAGE}\nMore: docs/serve.md")
+            return
+        main(functools.partial(serve.serve_main, argv))
         return
     if wants_help:
         from trainlab.app.help import print_help
