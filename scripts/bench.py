@@ -7,6 +7,8 @@
     python scripts/bench.py --json bench.json      # also write every figure as JSON
     python scripts/bench.py --threads              # trainer.num_threads=1, 2, auto;
                                                    # quiet and busy (scripts/bench_threads.py)
+    python scripts/bench.py --serve                # `trainlab serve` under 16 clients against
+                                                   # the model in-process (scripts/bench_serve.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
 
@@ -848,6 +850,11 @@ def main() -> None:
     parser.add_argument(
         "--limit-batches", type=int, default=10, help="with --threads: batches an epoch"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: the server's load test (scripts/bench_serve.py; its own flags there)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--worker", choices=("handwritten", "lightning"), help=argparse.SUPPRESS)
     parser.add_argument("--contender", help=argparse.SUPPRESS)
@@ -885,6 +892,13 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
+    if args.serve:
+        import bench_serve
+
+        report |= bench_serve.run(bench_serve.parser().parse_args([]))
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if args.threads:
         import bench_threads
 

@@ -325,7 +325,7 @@ def test_each_request_is_logged_in_one_line(server, caplog) -> None:
         (["run=x", "prot=1"], "unknown option 'prot' (did you mean 'port'?); usage:"),
         (["run=x", "port=http"], "port=http is not a whole number; e.g. port=8000"),
         (["run=x", "port=70000"], "port=70000 is out of range (0 to 65535); e.g. port=8000"),
-        (["run=x", "max_batch=0"], "max_batch=0 is out of range (1 to 65536); e.g. max_batch=64"),
+        (["run=x", "max_batch=0"], "max_batch=0 is out of range (1 to 65536); e.g. max_batch=256"),
         (["run=x", "max_wait_ms=-1"], "max_wait_ms=-1 is out of range (0 to 10000)"),
         (["run=x", "max_wait_ms=nan"], "max_wait_ms=nan is out of range (0 to 10000)"),
         (["run=x", "host="], "host= is empty; give a value, e.g. host=127.0.0.1"),
@@ -421,7 +421,9 @@ def predict_file(run_dir: Path, source: Path, cwd: Path) -> pd.DataFrame:
 def test_trainlab_serve_answers_like_trainlab_predict_for_digits(runs, tmp_path) -> None:
     """The issue's bar: the same classes as `trainlab predict` (and the same probabilities)."""
     digits = datasets.load_digits()
-    test = split_rows(digits.target, val_fraction=0.15, test_fraction=0.15, seed=SEED)[2]
+    test = split_rows(
+        digits.target, val_fraction=0.15, test_fraction=0.15, seed=SEED, stratify=True
+    )[2]
     images = digits.images[test]
     np.save(tmp_path / "x.npy", images)
     written = predict_file(runs["digits"], tmp_path / "x.npy", tmp_path)
@@ -612,3 +614,30 @@ def test_startup_mistakes_exit_2_with_one_line(digits_run, tmp_path) -> None:
             assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(start)
             assert "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run folder, no outputs/
+
+
+@pytest.mark.slow
+def test_the_load_test_reports_every_figure(runs, tmp_path) -> None:
+    report = tmp_path / "serve.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench_serve.py",
+            f"--run={runs['digits']}",
+            "--seconds=1",
+            "--batch-sizes=1,4",
+            "--clients=4",
+            f"--json={report}",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(report.read_text())["serve"]
+    assert [f["items_per_request"] for f in figures] == [1, 4]
+    for figure in figures:
+        assert figure["ratio"] > 0 and figure["p99_ms"] >= figure["p50_ms"] > 0
+        assert figure["items_per_model_call"] >= figure["items_per_request"]

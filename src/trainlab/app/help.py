@@ -18,6 +18,7 @@ USAGE = """\
 usage: trainlab [group=option ...] [key=value ...]     train (python train.py, python -m trainlab)
        trainlab -m key=a,b ...                          sweep: one run per combination
        trainlab predict run=<run folder> input=<file>   predict with a trained run
+       trainlab serve run=<run folder> [port=8000]      serve a trained run over HTTP
        trainlab --config-dir DIR ...                    your own configs: DIR/<group>/<name>.yaml
        trainlab --cfg job [overrides]                   print the composed config, run nothing
        trainlab --hydra-help                            Hydra's own flags

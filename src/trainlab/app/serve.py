@@ -1,4 +1,4 @@
-"""`trainlab serve run=<run folder> [host=127.0.0.1] [port=8000] [max_batch=64]
+"""`trainlab serve run=<run folder> [host=127.0.0.1] [port=8000] [max_batch=256]
 [max_wait_ms=2] [checkpoint=best]`: a trained run behind HTTP.
 
 The server is FastAPI on uvicorn (see docs/serve.md) around the same `trainlab.Predictor`
@@ -21,10 +21,10 @@ from trainlab.errors import TrainlabError, did_you_mean
 log = logging.getLogger("trainlab")
 
 USAGE = (
-    "usage: trainlab serve run=<run folder> [host=127.0.0.1] [port=8000] [max_batch=64] "
+    "usage: trainlab serve run=<run folder> [host=127.0.0.1] [port=8000] [max_batch=256] "
     "[max_wait_ms=2] [checkpoint=best|last|<file.pt>]"
 )
-DEFAULTS = {"host": "127.0.0.1", "port": "8000", "max_batch": "64", "max_wait_ms": "2"}
+DEFAULTS = {"host": "127.0.0.1", "port": "8000", "max_batch": "256", "max_wait_ms": "2"}
 KEYS = ("run", "host", "port", "max_batch", "max_wait_ms", "checkpoint")
 MAX_BATCH_LIMIT = 65536
 MAX_WAIT_LIMIT_MS = 10_000
@@ -119,7 +119,7 @@ def serve_command(argv: list[str]) -> None:
     """Check everything, load the run, then serve until stopped (SIGINT or SIGTERM)."""
     options = parse_args(argv)
     port = whole_number(options, "port", 0, 65535, "8000")
-    max_batch = whole_number(options, "max_batch", 1, MAX_BATCH_LIMIT, "64")
+    max_batch = whole_number(options, "max_batch", 1, MAX_BATCH_LIMIT, "256")
     max_wait = wait_ms(options)
     run_dir = Path(options["run"])
 
