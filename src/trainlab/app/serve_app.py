@@ -128,29 +128,35 @@ class Batcher:
                 else:
                     job.future.set_result(answer)
 
-    def answer(self, batch: list[Job]) -> list[list[dict[str, Any]] | Exception]:
-        """Encode and predict the whole batch in one call; when its encoding fails, each
-        request on its own, so only the bad ones get the error."""
-        items = [item for job in batch for item in job.items]
+    def answer(self, batch: list[Job]) -> list[Any]:
+        """Encode the whole batch and predict it in one model call. Should the batch's
+        encoding fail, each request is encoded on its own, so only a bad one gets the error
+        (and the good ones still share one model call)."""
+        answers: dict[int, Exception] = {}
         try:
-            outputs = self.model_call(items, "inputs" if len(batch) > 1 else batch[0].where)
-        except TrainlabError as ex:
-            if len(batch) == 1:
-                return [ex]
-            answers: list[Any] = []
-            for job in batch:
+            items = [item for job in batch for item in job.items]
+            where = "inputs" if len(batch) > 1 else batch[0].where
+            encoded = self.requests.encode(items, where)
+            good = batch
+        except Exception:
+            good, parts = [], []
+            for position, job in enumerate(batch):
                 try:
-                    answers.extend(self.answer_each([job], self.model_call(job.items, job.where)))
-                except TrainlabError as each:
-                    answers.append(each)
-            return answers
-        return self.answer_each(batch, outputs)
+                    parts.append(self.requests.encode(job.items, job.where))
+                    good.append(job)
+                except Exception as ex:
+                    answers[position] = ex
+            if not parts:
+                return [answers[position] for position in range(len(batch))]
+            encoded = torch.cat(parts)
+        rows = iter(self.answer_each(good, self.model_call(encoded)))
+        return [answers[p] if p in answers else next(rows) for p in range(len(batch))]
 
     @torch.inference_mode()
-    def model_call(self, items: list[Any], where: str) -> torch.Tensor:
-        outputs = self.predictor.model(self.requests.encode(items, where))
+    def model_call(self, encoded: torch.Tensor) -> torch.Tensor:
+        outputs = self.predictor.model(encoded)
         self.stats.model_calls += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(items))
+        self.stats.largest_batch = max(self.stats.largest_batch, len(encoded))
         return outputs
 
     def answer_each(self, batch: list[Job], outputs: torch.Tensor) -> list[Any]:
@@ -291,12 +297,16 @@ def build_app(predictor: Predictor, run_dir: Path, max_batch: int, max_wait_ms: 
                     "request: split the batch",
                     413,
                 )
-            raw = await request.body()
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY_BYTES:
+                    raise RequestError(f"body: over {MAX_BODY_BYTES} bytes; split the batch", 413)
             if not raw.strip():
                 raise RequestError('body: empty; send JSON, e.g. {"inputs": [...]}', 400)
             try:
                 body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as ex:
+            except (ValueError, RecursionError) as ex:
                 raise RequestError(f"body: not valid JSON ({ex})", 400) from None
             items, batch = items_of(body, max_batch)
             request.scope["trainlab_items"] = len(items)

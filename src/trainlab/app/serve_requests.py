@@ -141,6 +141,11 @@ class TableRequests:
                         f"{where}.{column}: {_kind(value)} ({_short(value)}); the model was "
                         "trained on numbers in this column: send a number or null"
                     )
+                if value is not None and not _finite_number(value):
+                    raise RequestError(
+                        f"{where}.{column}: {_short(value)} is not a finite number; send a "
+                        "number, or null to have it filled as in training"
+                    )
             for column in self.text_columns:
                 value = item[column]
                 if isinstance(value, (bool, list, dict)):
@@ -255,7 +260,7 @@ class ArrayRequests:
     def numbers(self, item: list[Any], where: str) -> np.ndarray:
         try:
             values = np.asarray(item, dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             raise RequestError(
                 f"{where}: not a list of numbers of shape {list(self.shape)} (ragged, or holds "
                 "text or null)"
@@ -285,7 +290,10 @@ class ArrayRequests:
             value = item[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RequestError(f"{where}.{name}: {_kind(value)}; send a number")
-        return np.array([item[name] for name in names], dtype=np.float64)
+        try:
+            return np.array([item[name] for name in names], dtype=np.float64)
+        except OverflowError:
+            raise RequestError(f"{where}: holds a value that is not finite; send numbers") from None
 
     def decode_image(self, text: str, where: str) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -307,7 +315,7 @@ class ArrayRequests:
                         f"run ({self.inputs.name}) takes {width}x{height}"
                     )
                 pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as ex:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as ex:
             raise RequestError(
                 f"{where}: not a readable PNG or JPEG image ({type(ex).__name__}); send the "
                 "image file's bytes base64-encoded"
@@ -320,17 +328,44 @@ class ArrayRequests:
         return self.inputs.encode(np.stack(items).reshape(len(items), *self.shape), where)
 
 
+def _finite_number(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 30 else text[:27] + "..."
 
 
-def requests_for(inputs: Any) -> TableRequests | TextRequests | ArrayRequests:
-    """The request reader for a Predictor's inputs (see the module's docstring)."""
+class OtherRequests:
+    """Inputs of a kind this module does not know: the items go to the run's own
+    `encode` as a list, as `Predictor.predict` would take them."""
+
+    kind = "other"
+
+    def __init__(self, inputs: Any) -> None:
+        self.inputs = inputs
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "item": f"what {type(self.inputs).__name__}.encode takes"}
+
+    def check(self, items: list[Any], batch: bool) -> list[Any]:
+        return items
+
+    def encode(self, items: list[Any], where: str) -> torch.Tensor:
+        return self.inputs.encode(items, where)
+
+
+def requests_for(inputs: Any) -> TableRequests | TextRequests | ArrayRequests | OtherRequests:
+    """The request reader for a Predictor's inputs (see the module's docstring); by what
+    the inputs have, so a new kind built like these is served alike."""
     if isinstance(inputs, TableInput):
         return TableRequests(inputs)
-    if isinstance(inputs, TextInput):
+    if isinstance(inputs, TextInput) or hasattr(inputs, "text_column"):
         return TextRequests(inputs)
     if isinstance(inputs, ArrayInput):
         return ArrayRequests(inputs)
-    raise TypeError(f"no request reader for {type(inputs).__name__}")
+    return OtherRequests(inputs)
