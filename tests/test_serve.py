@@ -356,6 +356,33 @@ def test_a_port_in_use_is_refused_in_words(digits_run) -> None:
         listen("no-such-host.invalid", 0)
 
 
+class FailsOnHugeInputs(torch.nn.Module):
+    """A model with a fault: it raises on a batch holding a value over 1000."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().max() > 1000:
+            raise RuntimeError("a fault in the model")
+        return torch.zeros(len(x), 10)
+
+
+def test_a_fault_in_the_model_call_answers_500_and_the_server_goes_on(digits_run) -> None:
+    data = digits_data()
+    inputs = ArrayInput(data.info, None, feature_names("load_digits", 64))  # no scaling
+    checkpoint = digits_run / "checkpoints" / "best.pt"
+    predictor = Predictor(FailsOnHugeInputs(), data.info, inputs, {}, checkpoint)
+    served = ThreadServer(predictor, max_batch=8, max_wait_ms=0)
+    try:
+        fault = httpx.post(f"{served.url}/predict", json={"input": [5000.0] * 64})
+        assert (fault.status_code, fault.json()) == (
+            500,
+            {"error": "the server failed on this request (RuntimeError: a fault in the model)"},
+        )
+        good = httpx.post(f"{served.url}/predict", json={"input": [1.0] * 64})
+        assert good.status_code == 200 and good.json()["probabilities"]["0"] == pytest.approx(0.1)
+    finally:
+        served.stop()
+
+
 # --- the request readers of table and text runs, in-process (no model needed) ---------------
 @pytest.fixture(scope="module")
 def pets_requests(table_csv) -> TableRequests:

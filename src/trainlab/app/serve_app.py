@@ -89,44 +89,61 @@ class Batcher:
         return await job.future
 
     async def gather(self) -> None:
+        """The worker: forever, one batch of queued requests after another."""
         assert self.queue is not None
-        loop = asyncio.get_running_loop()
         held: Job | None = None  # the request that did not fit into the last call
         while True:
-            first = held or await self.queue.get()
-            held = None
-            batch, size = [first], len(first.items)
-            deadline = loop.time() + self.max_wait
-            while size < self.max_batch:
-                try:
-                    job = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        job = await asyncio.wait_for(self.queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if size + len(job.items) > self.max_batch:
-                    held = job
-                    break
-                batch.append(job)
-                size += len(job.items)
-            batch = [job for job in batch if not job.future.done()]  # a client gone: skip
-            if not batch:
-                continue
+            batch, held = await self.next_batch(held)
             try:
-                answers = await loop.run_in_executor(self.executor, self.answer, batch)
-            except Exception as ex:  # a fault of the model call: every request of it hears
-                answers = [ex] * len(batch)
-            for job, answer in zip(batch, answers, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(answer, BaseException):
-                    job.future.set_exception(answer)
-                else:
-                    job.future.set_result(answer)
+                await self.call(batch)
+            except Exception as ex:  # never let the worker die: later requests would hang
+                log.error(f"error: the batching worker: {_line(ex)}")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(ex)
+
+    async def next_batch(self, held: Job | None) -> tuple[list[Job], Job | None]:
+        """The first queued request (or the one held back), then those queued or arriving
+        within `max_wait` of it, up to `max_batch` items; and the one that did not fit."""
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        first = held or await self.queue.get()
+        batch, size = [first], len(first.items)
+        deadline = loop.time() + self.max_wait
+        while size < self.max_batch:
+            try:
+                job = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + len(job.items) > self.max_batch:
+                return batch, job
+            batch.append(job)
+            size += len(job.items)
+        return batch, None
+
+    async def call(self, batch: list[Job]) -> None:
+        """Answer a batch with one model call on the model's thread."""
+        batch = [job for job in batch if not job.future.done()]  # a client gone: skip
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            answers = await loop.run_in_executor(self.executor, self.answer, batch)
+        except Exception as ex:  # a fault of the model call: every request of it hears
+            answers = [ex] * len(batch)
+        for job, answer in zip(batch, answers, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(answer, BaseException):
+                job.future.set_exception(answer)
+            else:
+                job.future.set_result(answer)
 
     def answer(self, batch: list[Job]) -> list[Any]:
         """Encode the whole batch and predict it in one model call. Should the batch's
