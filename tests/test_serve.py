@@ -459,6 +459,47 @@ def test_table_items_are_refused_naming_row_and_column(pets_requests, item, mess
     assert (raised.value.status, str(raised.value)) == (422, message)
 
 
+def test_a_request_its_run_cannot_encode_fails_alone_in_a_shared_batch(table_csv, tmp_path):
+    """A table run trained with data.impute=drop cannot fill a gap: the request with one is
+    refused, the requests batched with it are answered."""
+    bundle = load_table(seed=SEED, path=str(table_csv), target="label", impute="drop")
+    torch.manual_seed(0)
+    model = MLP(bundle.info.input_shape, bundle.info.num_classes, hidden_sizes=(8,)).eval()
+    inputs = TableInput(bundle.preprocessor, {})
+    predictor = Predictor(model, bundle.info, inputs, {}, tmp_path / "checkpoints" / "best.pt")
+    rows = pd.read_csv(table_csv).drop(columns="label").dropna().head(6)
+    items = json.loads(rows.to_json(orient="records"))
+    gap = {**items[0], "weight": None}
+    expected = predictor.predict(rows)["prediction"].tolist()
+    # The batch closes when its 7 items have come (or after 5 s): one shared call.
+    served = ThreadServer(predictor, max_batch=7, max_wait_ms=5000)
+    try:
+        bodies = [{"inputs": items[:3]}, {"input": gap}, {"inputs": items[3:]}]
+        replies, client = {}, httpx.Client(timeout=60)
+
+        def ask(i: int) -> None:
+            replies[i] = client.post(f"{served.url}/predict", json=bodies[i])
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.close()
+        got = [a["prediction"] for i in (0, 2) for a in replies[i].json()["predictions"]]
+        assert got == expected
+        assert (replies[1].status_code, replies[1].json()["error"]) == (
+            422,
+            "input has missing values (data rows 1) but the run was trained with "
+            "data.impute=drop, which cannot fill them: fill them in, or train with "
+            "data.impute=median (or mean, most_frequent, knn)",
+        )
+        stats = httpx.get(f"{served.url}/metadata").json()["stats"]
+        assert (stats["requests"], stats["items"], stats["model_calls"]) == (2, 6, 1)
+    finally:
+        served.stop()
+
+
 def test_text_items_are_strings_or_the_text_column() -> None:
     reviews = demo_reviews(SEED, n_samples=60)
     preprocessor = TextPreprocessor.fit(list(reviews["text"]), tokenizer="word")
