@@ -16,6 +16,8 @@
                                                    # hand-written DataLoader (bench_images.py)
     python scripts/bench.py --streaming            # a 2 GB Parquet table streamed against a
                                                    # pyarrow loop (scripts/bench_streaming.py)
+    python scripts/bench.py --serve                # `trainlab serve` under 16 clients against
+                                                   # the model in-process (scripts/bench_serve.py)
     python scripts/bench.py --same-optimizer --same-malloc   # hand loops with trainlab's
                                                    # fused Adam and allocator settings
     python scripts/bench.py --tfidf                # TF-IDF text against scikit-learn's
@@ -906,6 +908,11 @@ def main() -> None:
         "loop, per-trial overhead, 1 and 2 workers on one study (--sweep-trials)",
     )
     parser.add_argument("--sweep-trials", type=int, default=40, help="with --sweeps")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: the server's load test (scripts/bench_serve.py; its own flags there)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     import bench_export
 
@@ -950,7 +957,8 @@ def main() -> None:
         print("the hand-written loops and Lightning run with trainlab's allocator settings")
     if args.same_optimizer:
         print("the hand-written loops and Lightning use fused Adam, as trainlab does")
-    # The comparisons beside the main one, each in its own module: flag -> module.
+    # The comparisons beside the main one, each in its own module: flag -> module[:function]
+    # (the function takes these arguments; `run` by default).
     side = {
         "quantize": "bench_quantize",
         "export": "bench_export",
@@ -960,11 +968,13 @@ def main() -> None:
         "ddp": "bench_ddp",
         "streaming": "bench_streaming",
         "sweeps": "bench_sweeps",
+        "serve": "bench_serve:run_with_defaults",
     }
     chosen = dict.fromkeys(module for flag, module in side.items() if getattr(args, flag))
     if chosen:
         for module in chosen:
-            report |= importlib.import_module(module).run(args)
+            name, _, function = module.partition(":")
+            report |= getattr(importlib.import_module(name), function or "run")(args)
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=2))
         return

@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "export a trained run, verified: export run=<run folder> format=onnx|...",
     "compress": "quantize or prune a trained run: compress run=<run folder> method=quantize",
     "explain": "feature attributions of a trained run: explain run=<run folder>",
+    "serve": "serve a trained run over HTTP: serve run=<run folder> [port=8000]",
 }
 # Commands whose module has a `<name>_main(argv)` that prints its own --help.
 PLAIN_COMMANDS = {
@@ -72,6 +73,14 @@ def cli(argv: list[str] | None = None) -> None:
             print(f"{export.__doc__.strip()}\n\n{export.USAGE}")
             return
         main(functools.partial(export.export_main, argv))
+        return
+    if command == "serve":
+        from trainlab.app import serve  # torch-free until it loads the run
+
+        if wants_help:
+            print(f"{serve.__doc__.strip()}\n\n{serve.USAGE}\nMore: docs/serve.md")
+            return
+        main(functools.partial(serve.serve_main, argv))
         return
     if wants_help:
         from trainlab.app.help import print_help

@@ -21,6 +21,7 @@ usage: trainlab [group=option ...] [key=value ...]     train (python train.py, p
        trainlab compress run=<run folder> method=quantize|prune   a smaller model, measured
        trainlab explain run=<run folder>                attributions: CSV, chart, TensorBoard
        trainlab export run=<run folder> format=onnx     export a run, verified (--help)
+       trainlab serve run=<run folder> [port=8000]      serve a trained run over HTTP
        trainlab --config-dir DIR ...                    your own configs: DIR/<group>/<name>.yaml
        trainlab --cfg job [overrides]                   print the composed config, run nothing
        trainlab --hydra-help                            Hydra's own flags

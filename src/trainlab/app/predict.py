@@ -114,27 +114,33 @@ class Predictor:
         units) and, for classification, `probability_<class>` for each class."""
         outputs = self.outputs(inputs, where)
         index = inputs.index if isinstance(inputs, pd.DataFrame) else None
-        info = self.info
-        if info.task == "regression":
-            mean = torch.tensor(info.target_mean or [0.0] * outputs.shape[1])
-            std = torch.tensor(info.target_std or [1.0] * outputs.shape[1])
-            values = (outputs * std + mean).numpy()
+        if self.info.task == "regression":
+            values = self.values(outputs).numpy()
             names = (
                 ["prediction"]
                 if values.shape[1] == 1
                 else [f"prediction_{i}" for i in range(values.shape[1])]
             )
             return pd.DataFrame(values, columns=names, index=index)
-        if outputs.shape[-1] == 1:  # one logit (loss=bce): the positive class's probability
-            positive = outputs[:, 0].sigmoid()
-            probabilities = torch.stack([1 - positive, positive], dim=1)
-        else:
-            probabilities = outputs.softmax(dim=-1)
-        names = info.class_names
+        probabilities = self.probabilities(outputs)
+        names = self.info.class_names
         table = {"prediction": [names[i] for i in probabilities.argmax(dim=1).tolist()]}
         for position, name in enumerate(names):
             table[f"probability_{name}"] = probabilities[:, position].numpy()
         return pd.DataFrame(table, index=index)
+
+    def values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """A regression's outputs in the target's units (training standardised them)."""
+        mean = torch.tensor(self.info.target_mean or [0.0] * outputs.shape[1])
+        std = torch.tensor(self.info.target_std or [1.0] * outputs.shape[1])
+        return outputs * std + mean
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Each class's probability, one row per input, in `info.class_names` order."""
+        if outputs.shape[-1] == 1:  # one logit (loss=bce): the positive class's probability
+            positive = outputs[:, 0].sigmoid()
+            return torch.stack([1 - positive, positive], dim=1)
+        return outputs.softmax(dim=-1)
 
 
 def check_output(output: Path, source: Path) -> None:
