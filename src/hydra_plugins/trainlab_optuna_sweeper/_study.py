@@ -55,6 +55,7 @@ from hydra_plugins.trainlab_optuna_sweeper._workers import (
     running_elsewhere,
     worker_id,
 )
+from trainlab.app.sweeps.compose import check_jobs
 from trainlab.app.sweeps.jobs import write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
@@ -336,7 +337,7 @@ def run_batch(
         trial.set_user_attr(OVERRIDES, overrides)
         job = [*overrides, f"+{TRIAL_KEY}={quote({**block, 'number': trial.number})}"]
         try:  # a combination that does not compose fails alone, before any launch
-            sweeper.validate_batch_is_legal([job])
+            check_jobs(sweeper.hydra_context, sweeper.config, [job])
         except Exception as ex:
             fail(study, trial, ex)
             # The leaderboard's record of a job that never started (its folder: the number).

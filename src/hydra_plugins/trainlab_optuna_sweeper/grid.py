@@ -31,6 +31,14 @@ ConfigStore.instance().store(
 class TrainlabGridSweeper(BasicSweeper):
     """Hydra's BasicSweeper, skipping the jobs of a resumed sweep that have a result."""
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        from trainlab.app.sweeps.compose import compose_once
+
+        # The launcher takes the configs composed to check each batch.
+        super().setup(
+            hydra_context=compose_once(hydra_context), task_function=task_function, config=config
+        )
+
     def sweep(self, arguments: list) -> Any:
         from trainlab.app.sweeps.grid import run_grid
 

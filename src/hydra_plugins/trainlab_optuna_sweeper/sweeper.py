@@ -64,7 +64,10 @@ class TrainlabOptunaSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.hydra_context = hydra_context
+        from trainlab.app.sweeps.compose import compose_once
+
+        # The launcher takes the configs the sweeper composed to check each job.
+        self.hydra_context = hydra_context = compose_once(hydra_context)
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config

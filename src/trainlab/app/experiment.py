@@ -56,14 +56,19 @@ class Experiment:
     threads: str | None = None  # CPU threads, and why so many
 
 
-def build(cfg: DictConfig, fold: tuple[int, int] | None = None) -> Experiment:
+def build(
+    cfg: DictConfig, fold: tuple[int, int] | None = None, checked: dict[str, Any] | None = None
+) -> Experiment:
     """Validate `cfg` and build every part of the experiment it describes.
+
+    `checked`: what `validate(cfg)` returned, when the caller validated `cfg` already
+    (validating again costs a sweep job a few tenths of a second).
 
     `fold=(k, folds)` builds fold k of a cross-validation: part k of the non-test rows is
     the validation split. With `resume=...` the trainer continues from the checkpoint,
     which must match `cfg`'s model, data and seed.
     """
-    trainer_cfg = validate(cfg)["trainer"]  # checked, every default filled in
+    trainer_cfg = (checked or validate(cfg))["trainer"]  # checked, every default filled in
 
     import torch  # imported here: config errors return without it
     from hydra.utils import instantiate
@@ -258,7 +263,8 @@ def run(cfg: DictConfig) -> float:
     from trainlab.engine import preemption
 
     preemption.phase = "checking the config"
-    check_early(validate(cfg))  # before anything below reads a setting (cv.folds, resume)
+    checked = validate(cfg)
+    check_early(checked)  # before anything below reads a setting (cv.folds, resume)
     if runs.resume_source(cfg) is None:
         runs.check_new_run_folder(Path(cfg.paths.output_dir))
     if cfg.mode != "train":
@@ -274,7 +280,7 @@ def run(cfg: DictConfig) -> float:
     started = time.perf_counter()
     saved_config = OmegaConf.create(OmegaConf.to_container(cfg))  # as composed, for .hydra/
     preemption.phase = "building the experiment"
-    exp = build(cfg)
+    exp = build(cfg, checked=checked)
     runs.record_run_config(saved_config)  # checked and built: now the folder may change
     if exp.resumed_from is not None:  # what a writer killed with the last run left
         from trainlab.engine.checkpoint import remove_dead_writers_files

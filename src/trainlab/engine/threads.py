@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ Step = Callable[[], None]
 # same process (a cross-validation fold, the next job of a sweep, a test) trains with the
 # same count and measures nothing.
 MEASURED: dict[str, tuple[int, str]] = {}
+# `name=0.25`, `name=1e-05` in a module's repr: settings that do not change the work.
+DECIMAL_SETTING = re.compile(r"(\w+)=-?(?:\d*\.\d+(?:e[-+]?\d+)?|\d+e[-+]?\d+)(?=[,)])")
 
 
 def choose_threads(
@@ -88,11 +91,17 @@ def work_key(
     cores: int,
 ) -> str:
     """What the time of a step depends on, besides the machine: the layers, the batch's
-    shape, the optimizer's kind, the precision and the cores."""
+    shape, the optimizer's kind, the precision and the cores.
+
+    The layers' decimal settings (a dropout's p, a norm's eps or momentum) are left out:
+    they hardly change a step's time, and a sweep varies them from job to job, which
+    would measure again in every job.
+    """
     shapes = [tuple(getattr(part, "shape", ())) for part in batch]
     fused = optimizer.defaults.get("fused")
     precision = getattr(precision_context, "fast_dtype", None)
-    return repr((repr(model), repr(loss_fn), shapes, type(optimizer), fused, precision, cores))
+    layers = DECIMAL_SETTING.sub(r"\1=", repr(model))
+    return repr((layers, repr(loss_fn), shapes, type(optimizer), fused, precision, cores))
 
 
 def available_cores() -> int:

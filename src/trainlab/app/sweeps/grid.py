@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from trainlab.app.run_files import lock_run_folder
 from trainlab.app.runs import LAST, is_unfinished
 from trainlab.app.sweeps import jobs as job_records
+from trainlab.app.sweeps.compose import check_jobs
 from trainlab.errors import ConfigError, TrainlabError
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def run_grid(sweeper: TrainlabGridSweeper, arguments: list[str]) -> list[Any]:
     returns = []
     for group in _groups([n for n in range(len(jobs)) if n not in done], sweeper.max_batch_size):
         batch = [_continued(jobs[n], sweep_dir / str(n)) for n in group]
-        sweeper.validate_batch_is_legal(batch)
+        check_jobs(sweeper.hydra_context, config, batch)
         returns.append(sweeper.launcher.launch(batch, initial_job_idx=group[0]))
     for results in returns:
         for result in results:

@@ -1,0 +1,86 @@
+"""What a sweep job no longer does twice: compose its config, measure its thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.utils import create_config_search_path
+from hydra.errors import ConfigCompositionException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from trainlab.app.sweeps.compose import ComposeOnce
+from trainlab.engine.threads import work_key
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "trainlab" / "configs"
+
+
+@pytest.fixture(scope="module")
+def loader_and_master():
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIGS)))
+    master = loader.load_configuration("train", ["optim.lr=0.01"], RunMode.MULTIRUN)
+    return loader, master
+
+
+def test_the_launcher_takes_the_config_the_check_composed_once(loader_and_master):
+    loader, master = loader_and_master
+    once = ComposeOnce(loader)
+    job = ["optim.lr=0.5", "model.dropout=0.25"]
+    once.check(master, [job])
+    first = once.load_sweep_config(master, list(job))
+    assert (first.optim.lr, first.model.dropout) == (0.5, 0.25)
+    # Handed out once: asking again (a retry) composes afresh, to the same settings.
+    again = once.load_sweep_config(master, list(job))
+    assert again is not first
+    assert (again.optim.lr, again.model.dropout) == (0.5, 0.25)
+    assert once.get_sources() == loader.get_sources()  # the rest goes to Hydra's loader
+
+
+def test_a_job_that_does_not_compose_fails_at_the_check(loader_and_master):
+    loader, master = loader_and_master
+    once = ComposeOnce(loader)
+    with pytest.raises(ConfigCompositionException, match="Could not find 'optim/nosuchoptimizer'"):
+        once.check(master, [["optim=nosuchoptimizer"]])
+    assert once._composed == {}
+
+
+def mlp(width: int, dropout: float) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+        torch.nn.BatchNorm1d(width, eps=1e-5), torch.nn.Linear(width, 10),
+    )  # fmt: skip
+
+
+def key(model: torch.nn.Module, batch_size: int = 64) -> str:
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = (torch.zeros(batch_size, 64), torch.zeros(batch_size, dtype=torch.long))
+    return work_key(model, optimizer, torch.nn.CrossEntropyLoss(), batch, None, 2)
+
+
+def test_jobs_that_differ_in_dropout_share_one_thread_measurement():
+    assert key(mlp(128, 0.1)) == key(mlp(128, 0.45))
+    assert key(mlp(128, 0.0)) == key(mlp(128, 0.5))
+
+
+def test_jobs_that_differ_in_shape_are_measured_apart():
+    assert key(mlp(128, 0.1)) != key(mlp(256, 0.1))
+    assert key(mlp(128, 0.1)) != key(mlp(128, 0.1), batch_size=32)
+    assert key(torch.nn.Conv1d(4, 8, 3, stride=1)) != key(torch.nn.Conv1d(4, 8, 3, stride=2))
+
+
+def test_jobs_checked_with_shared_config_files_compose_as_hydra_alone_does(loader_and_master):
+    loader, master = loader_and_master
+    jobs = [
+        ["optim.lr=0.001", "model.dropout=0.1", "model.hidden_sizes=[128]"],
+        ["optim=sgd", "optim.lr=0.1", "model.hidden_sizes=[256,128]"],
+        ["optim.lr=0.01", "trainer.max_epochs=3", "callbacks.early_stopping=null"],
+    ]
+    once = ComposeOnce(loader)
+    once.check(master, jobs)
+    assert once._files is not None  # the three checks read the files once
+    for job in jobs:
+        alone = OmegaConf.to_yaml(loader.load_sweep_config(master, list(job)))
+        assert OmegaConf.to_yaml(once.load_sweep_config(master, list(job))) == alone
