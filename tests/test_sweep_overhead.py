@@ -10,7 +10,6 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra._internal.utils import create_config_search_path
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 
 from trainlab.app.sweeps.compose import ComposeOnce
 from trainlab.engine.threads import work_key
@@ -69,18 +68,3 @@ def test_jobs_that_differ_in_shape_are_measured_apart():
     assert key(mlp(128, 0.1)) != key(mlp(256, 0.1))
     assert key(mlp(128, 0.1)) != key(mlp(128, 0.1), batch_size=32)
     assert key(torch.nn.Conv1d(4, 8, 3, stride=1)) != key(torch.nn.Conv1d(4, 8, 3, stride=2))
-
-
-def test_jobs_checked_with_shared_config_files_compose_as_hydra_alone_does(loader_and_master):
-    loader, master = loader_and_master
-    jobs = [
-        ["optim.lr=0.001", "model.dropout=0.1", "model.hidden_sizes=[128]"],
-        ["optim=sgd", "optim.lr=0.1", "model.hidden_sizes=[256,128]"],
-        ["optim.lr=0.01", "trainer.max_epochs=3", "callbacks.early_stopping=null"],
-    ]
-    once = ComposeOnce(loader)
-    once.check(master, jobs)
-    assert once._files is not None  # the three checks read the files once
-    for job in jobs:
-        alone = OmegaConf.to_yaml(loader.load_sweep_config(master, list(job)))
-        assert OmegaConf.to_yaml(once.load_sweep_config(master, list(job))) == alone
