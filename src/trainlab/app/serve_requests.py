@@ -359,7 +359,7 @@ class OtherRequests:
         return self.inputs.encode(items, where)
 
 
-def requests_for(inputs: Any) -> TableRequests | TextRequests | ArrayRequests | OtherRequests:
+def requests_for(inputs: Any) -> Any:
     """The request reader for a Predictor's inputs (see the module's docstring); by what
     the inputs have, so a new kind built like these is served alike."""
     if isinstance(inputs, TableInput):
@@ -368,4 +368,10 @@ def requests_for(inputs: Any) -> TableRequests | TextRequests | ArrayRequests | 
         return TextRequests(inputs)
     if isinstance(inputs, ArrayInput):
         return ArrayRequests(inputs)
+    from trainlab.components.data.image_folder import ImageInput
+
+    if isinstance(inputs, ImageInput):
+        from trainlab.app.serve_images import ImageFolderRequests
+
+        return ImageFolderRequests(inputs)
     return OtherRequests(inputs)

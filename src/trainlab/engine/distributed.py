@@ -127,8 +127,10 @@ def init_process_group(cuda: bool, timeout_s: float) -> bool:
     """Join the run's process group when a launcher started several processes (torchrun,
     `trainer.devices=N`, SLURM tasks); False (and nothing done) for a single process.
 
-    gloo on CPU, NCCL on CUDA with this process's GPU (LOCAL_RANK). Every collective then
-    fails after `timeout_s` instead of waiting for ever on a process that is gone.
+    gloo on CPU; on CUDA, NCCL for CUDA tensors with this process's GPU (LOCAL_RANK) and
+    gloo beside it for the small CPU tensors (stop votes, counts, objects). Every
+    collective then fails after `timeout_s` instead of waiting for ever on a process that
+    is gone.
     """
     if _group_initialised():
         return True
@@ -143,7 +145,8 @@ def init_process_group(cuda: bool, timeout_s: float) -> bool:
 
     if cuda:
         torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return True
 
 
@@ -198,6 +201,28 @@ def any_process(flag: bool) -> bool:
     import torch
 
     return bool(reduce(torch.tensor([float(flag)]), "max").item())
+
+
+class Vote:
+    """Whether a flag is true on any process, agreed without waiting: `Vote(flag)` starts
+    the all-reduce, `result()` waits for it (by then it has usually run beside other work).
+    With one process the result is the flag itself."""
+
+    def __init__(self, flag: bool) -> None:
+        import torch
+
+        self.flag = torch.tensor([float(flag)])
+        self.work = None
+        if world_size() > 1:
+            import torch.distributed as dist
+
+            self.work = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, async_op=True)
+
+    def result(self) -> bool:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+        return bool(self.flag.item())
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,7 @@ class Trainer:
         # the gradients over the processes during backward (`ddp`; None for one process).
         # A model sharded with FSDP (`distributed.shard_model`) syncs its own gradients.
         self.world_size = distributed.world_size()
+        self._stop_vote: distributed.Vote | None = None  # the last step's, still running
         self.sharded = distributed.is_sharded(model)
         parallel = self.world_size > 1 and not self.sharded
         self.ddp = distributed.data_parallel(model) if parallel else None
@@ -190,8 +191,11 @@ class Trainer:
                 state.global_step += 1
                 step_loss, step_batches = None, 0
                 self._emit("on_train_step_end")
-                if self._stop_requested():  # every process stops at the same step
+                if self._stop_voted():  # every process stops at the same step
                     return self._stop_for_signal()
+            if self._stop_vote is not None and self._stop_vote.result():  # the last step's
+                return self._stop_for_signal()
+            self._stop_vote = None
             self.check_finite()  # nothing validates or saves weights gone non-finite
 
             # Over every process's batches (one all-reduce an epoch).
@@ -229,6 +233,22 @@ class Trainer:
         every `accumulate` batches, and after the epoch's last (a loader without a length
         has counted its batches by the time it yields the last; until then, False)."""
         return batches_done % self.accumulate == 0 or batches_done == self.batches_per_epoch
+
+    def _stop_voted(self) -> bool:
+        """After a step: whether to stop now. With several processes each votes on whether
+        a stop signal arrived; the vote of one step is read after the next (the small
+        all-reduce runs beside that step's work), so all stop at the same step, one step
+        after the signal."""
+        if self.world_size == 1:
+            return preemption.requested() is not None
+        previous, self._stop_vote = (
+            self._stop_vote,
+            distributed.Vote(preemption.requested() is not None),
+        )
+        if previous is not None and previous.result():
+            self._stop_vote.result()  # every process started it: finish it before the save
+            return True
+        return False
 
     def _stop_requested(self) -> bool:
         """A stop signal arrived, at this process or (agreed by one small all-reduce a

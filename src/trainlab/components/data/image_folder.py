@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ SETTINGS_FILE = "image_folder.json"
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
+def read_image(path: Path | BinaryIO, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
     """One image file as a uint8 (channels, height, width) tensor, resized to `size`
     (height, width) when given; an unreadable file is one line naming it."""
     try:
