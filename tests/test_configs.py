@@ -46,6 +46,7 @@ COMPANIONS = {
     ("data", "text"): ["model=transformer", "data.path=reviews.csv"],
     ("data", "text_demo"): ["model=rnn"],
     ("data", "dataset"): ["data.train._target_=user_datasets.DigitsDataset"],
+    ("data", "image_folder"): ["data.path=photos"],
 }
 # Options that read a file: (group, option) -> (fixture that writes one, config key). Its
 # path, appended to the companions, replaces their placeholder (the last override wins).

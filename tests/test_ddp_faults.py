@@ -107,15 +107,16 @@ def test_torchrun_two_processes_make_one_run_folder_and_say_so(tmp_path) -> None
 @pytest.mark.parametrize("stop", ["killjob", "termjob", "term"])
 def test_a_job_killed_or_stopped_mid_epoch_resumes_bit_for_bit(tmp_path, reference, stop) -> None:
     """SIGKILL / SIGTERM to every process of the job, or SIGTERM to rank 0 alone, at step 6
-    (epoch 2); then resume=auto."""
+    (epoch 2); then resume=auto. A stop is agreed by a vote read one step later, so every
+    rank stops after step 7."""
     stopped = devices_run(tmp_path, *COMMAND, fault=f"0:6:{stop}")
     (folder,) = runs(tmp_path)
     assert not (folder / "metrics.json").exists()
     if stop != "killjob":  # every rank stops at the same step, one checkpoint, status 143
         assert stopped.returncode == 143, stopped.stderr
-        line = one_error_line(stopped, "stopped: SIGTERM at step 6 (epoch 2); saved ")
+        line = one_error_line(stopped, "stopped: SIGTERM at step 7 (epoch 2); saved ")
         assert line.endswith("to continue, run the same command with resume=auto")
-        assert load_checkpoint(folder / "checkpoints" / "last.pt")["position"]["global_step"] == 6
+        assert load_checkpoint(folder / "checkpoints" / "last.pt")["position"]["global_step"] == 7
     else:
         assert stopped.returncode == -signal.SIGKILL
     resumed = devices_run(tmp_path, *COMMAND, "resume=auto")

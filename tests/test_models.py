@@ -185,7 +185,10 @@ def test_patch_size_must_divide_the_image() -> None:
         (["data.augment.shift=-1"], "data.augment.shift=-1 is out of range: it must be >= 0"),
         (["data.augment.shift=8"], "data.augment.shift=8 would move 8x8 digits off the image"),
         (["data.augment.noise=x"], "data.augment.noise='x' has the wrong type: expected a number"),
-        (["+data.augment.flip=1"], "unknown config key 'data.augment.flip'; 'data.augment' takes"),
+        (
+            ["+data.augment.rotate=1"],
+            "unknown config key 'data.augment.rotate'; 'data.augment' takes",
+        ),
         (["data.augment=1"], "data.augment=1 must be a block of keys: shift, noise"),
     ],
 )

@@ -51,10 +51,10 @@ def listing(names: list[str], limit: int = 20) -> str:
 
 def unknown_option(group: str, option: str, options: list[str]) -> str:
     """The line for a config group's option that does not exist."""
-    return (
-        f"unknown option {group}={option}{did_you_mean(option, options)}; "
-        f"choose one of: {listing(options)} (e.g. {group}={options[0]})"
-    )
+    hint = did_you_mean(option, options)
+    # With a close match the line already shows the way; otherwise an example does.
+    example = "" if hint else f" (e.g. {group}={options[0]})"
+    return f"unknown option {group}={option}{hint}; choose one of: {listing(options)}{example}"
 
 
 def one_line(ex: BaseException) -> str:

@@ -105,10 +105,12 @@ def input_names(preprocessor: Any, width: int) -> tuple[list[str], list[str]]:
         for column, categories in zip(categorical, encoder.categories_, strict=True):
             for category in categories:
                 one_hot[f"categorical__{column}_{category}"] = (f"{column}={category}", column)
+    from trainlab.components.data.dates import DATE_PARTS, TIME_PARTS
+
     date_of = {
         f"{column}_{part}": column
         for column in getattr(preprocessor, "dates", {})
-        for part in ("year", "month", "day", "weekday", "days")
+        for part in DATE_PARTS + TIME_PARTS
     }
     names, raw = [], []
     for full in preprocessor.feature_names:

@@ -46,6 +46,8 @@ TRAINED_ON_NUMBERS = "the model was trained on numbers in this column: fix the f
 
 def check_file(path: Path, what: str, suffixes: tuple[str, ...], takes: str) -> None:
     """An existing, non-empty file with one of `suffixes`; else one line saying what to pass."""
+    if path.is_dir():  # "is a folder" says more than the folder's missing extension
+        file_checks.check_file(path, what, needs=takes)
     if not path.name.lower().endswith(suffixes):
         kind = "".join(path.suffixes) or "no extension"
         raise TrainlabError(f"{what}={path}: unsupported file type ({kind}); it needs {takes}")

@@ -108,7 +108,7 @@ class DataBundle:
     preprocessor: Any = None
     train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     # Set by `stream_to`: the DataLoader settings (device, num_workers, pin_memory).
-    streaming: dict[str, Any] | None = None
+    loading: dict[str, Any] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -121,7 +121,7 @@ class DataBundle:
         for split in (self.train, self.val, self.test):
             split.inputs = split.inputs.to(device)
             split.targets = split.targets.to(device)
-        self.streaming = None
+        self.loading = None
         return self
 
     def stream_to(
@@ -130,7 +130,7 @@ class DataBundle:
         """Keep every split in host memory; batches come from a DataLoader with
         `num_workers` worker processes and are copied to `device` as they are used."""
         self.to(torch.device("cpu"))
-        self.streaming = {"device": device, "num_workers": num_workers, "pin_memory": pin_memory}
+        self.loading = {"device": device, "num_workers": num_workers, "pin_memory": pin_memory}
         return self
 
     def save(self, run_dir: str | Path) -> None:
@@ -172,9 +172,9 @@ class DataBundle:
         return self._batches(getattr(self, split), self.eval_batch_size, limit=limit)
 
     def _batches(self, split: Split, batch_size: int, **options: Any) -> Batches:
-        if self.streaming is None:
+        if self.loading is None:
             return TensorBatches(split.inputs, split.targets, batch_size, **options)
-        return LoaderBatches(split.inputs, split.targets, batch_size, **self.streaming, **options)
+        return LoaderBatches(split.inputs, split.targets, batch_size, **self.loading, **options)
 
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}

@@ -353,7 +353,7 @@ class ItemBundle:
     prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
     files: dict[str, str] = field(default_factory=dict)
     item_bytes: int = 0  # one item's input, for `nbytes`
-    streaming: dict[str, Any] | None = None
+    loading: dict[str, Any] | None = None
     reads_items = True  # always batched by a DataLoader (see `place_data`)
 
     @property
@@ -369,7 +369,7 @@ class ItemBundle:
         self, device: torch.device, num_workers: int | None = None, pin_memory: bool = False
     ) -> ItemBundle:
         workers = self.num_workers if num_workers is None else num_workers
-        self.streaming = {"device": device, "num_workers": workers, "pin_memory": pin_memory}
+        self.loading = {"device": device, "num_workers": workers, "pin_memory": pin_memory}
         return self
 
     def save(self, run_dir: str | Path) -> None:
@@ -403,7 +403,7 @@ class ItemBundle:
         return self._batches(split, self.eval_batch_size, seed=self.seed, limit=limit)
 
     def _batches(self, split: str, batch_size: int, **options: Any) -> ItemBatches:
-        streaming = self.streaming or {"device": torch.device("cpu"), "num_workers": 0}
+        loading = self.loading or {"device": torch.device("cpu"), "num_workers": 0}
         source = ItemSource(
             getattr(self, split),
             seed=options["seed"],
@@ -411,7 +411,7 @@ class ItemBundle:
             transform=self.transform if split == "train" else self.eval_transform,
             num_classes=self.info.num_classes or None,
         )
-        return ItemBatches(source, batch_size, prepare=self.prepare, **streaming, **options)
+        return ItemBatches(source, batch_size, prepare=self.prepare, **loading, **options)
 
 
 def _json(value: Any) -> str:
