@@ -298,6 +298,7 @@ def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
     table = pets_table(rows=400)
     table.to_csv(path, index=False)
     cache = tmp_path / "cache"
+    caplog.set_level("INFO", logger="trainlab")
     objective, run_dir = run_experiment(
         "data=csv",
         f"data.path={path}",
@@ -308,11 +309,12 @@ def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
         "logger=none",
     )
     assert objective > 0.75
+    assert "trainer.loader=auto: dataloader (a streamed table: its batches are read" in caplog.text
+    assert "sliced in place" not in caplog.text
     assert read_metrics(run_dir)["test"]["test/acc"] > 0.75
     predictions = Predictor.load(run_dir).predict(table)
     assert len(predictions) == 400
     (folder,) = cache.iterdir()
-    caplog.set_level("INFO", logger="trainlab")
     again = load_table(42, str(path), target="label", streaming=True, cache_dir=str(cache))
     assert again.directory == folder and "reusing the preprocessed cache" in caplog.text
 

@@ -341,6 +341,8 @@ class StreamingTable:
     """A streamed table as the experiment sees a `DataBundle`: its splits stay in the
     cache folder and batches are read from there (see `StreamBatches`)."""
 
+    streams = True  # `place_data`: batches come from the cache, whatever trainer.loader
+
     def __init__(
         self,
         directory: Path,
