@@ -166,12 +166,12 @@ class StreamRows(Dataset):
         self.split, self.layout = split, batches.layout
         self.num_batches = batches.num_batches
         self.cut = batches.global_batch_size, batches.rank, batches.shard_world
-        self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def buffer(self, epoch: int, buffer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def buffer(self, epoch: int, buffer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows of a buffer as read (inputs, targets) and their batch order."""
         key = (epoch, buffer)
         if key not in self._buffers:
@@ -180,9 +180,9 @@ class StreamRows(Dataset):
                 self.split.read(block * layout.block_rows, layout.block_size(block))
                 for block in layout.buffer_blocks(epoch, buffer)
             ]
-            inputs = np.concatenate([p[0] for p in pieces])
-            targets = np.concatenate([p[1] for p in pieces])
-            order = layout.buffer_order(epoch, buffer, len(inputs))
+            inputs = torch.from_numpy(np.concatenate([p[0] for p in pieces]))
+            targets = torch.from_numpy(np.concatenate([p[1] for p in pieces]))
+            order = torch.from_numpy(layout.buffer_order(epoch, buffer, len(inputs)))
             while len(self._buffers) >= BUFFERS_KEPT:
                 self._buffers.pop(next(iter(self._buffers)))
             self._buffers[key] = (inputs, targets, order)
@@ -191,12 +191,15 @@ class StreamRows(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = item
         inputs, targets = [], []
+        # One gather per buffer the batch touches (one, mostly): no per-row Python work.
         for buffer, positions in batch_parts(self.layout, *self.cut, epoch, index):
             data, labels, order = self.buffer(epoch, buffer)
             chosen = order[positions]
-            inputs.append(data[chosen])
-            targets.append(labels[chosen])
-        return torch.from_numpy(np.concatenate(inputs)), torch.from_numpy(np.concatenate(targets))
+            inputs.append(torch.index_select(data, 0, chosen))
+            targets.append(torch.index_select(labels, 0, chosen))
+        if len(inputs) == 1:
+            return inputs[0], targets[0]
+        return torch.cat(inputs), torch.cat(targets)
 
 
 def batch_parts(
@@ -327,7 +330,13 @@ class StreamBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.epoch, self.sampler.start = epoch, start
-        for inputs, targets in self.loader:
+        batches: Any = self.loader
+        if self.loader.num_workers == 0 and not self.loader.pin_memory:
+            # In this process, with nothing to pin: the DataLoader would only add its
+            # per-batch bookkeeping to the same calls.
+            rows = self.loader.dataset
+            batches = (rows[key] for key in self.sampler)
+        for inputs, targets in batches:
             yield (
                 inputs.to(self._device, non_blocking=True),
                 targets.to(self._device, non_blocking=True),

@@ -116,7 +116,10 @@ def _parquet_chunks(path: Path, what: str, chunk_rows: int) -> Iterator[pd.DataF
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(path)
+        # pre_buffer=False: with it, the reader keeps every column chunk it has read until
+        # the pass ends, so memory grew with the file (657 MiB of Arrow's pool after one
+        # pass over a 0.6 GB file; 20 MiB without it, and no slower).
+        file = pq.ParquetFile(path, pre_buffer=False)
         names = [str(name) for name in file.schema_arrow.names]
         _check_names(names, path, what)
         start = 0
