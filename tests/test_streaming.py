@@ -162,7 +162,7 @@ def test_epoch_order_is_a_seeded_shuffle_of_every_row_and_resumes_at_any_batch(n
     assert len({int(i) // 16 for i in first[0]}) > 4
     assert all(np.array_equal(a, b) for a, b in zip(ids_of(batches, 0, 5), first[5:], strict=True))
     cached_ids = numbered.train.read(0, rows)[0][:, 0].astype(int)
-    assert np.array_equal(cached_ids[batches.batch_rows(0, 7)], first[7])
+    assert np.array_equal(cached_ids[batches.row_numbers(0, 7)], first[7])
     # Evaluation reads the rows in file order.
     evaluation = numbered.eval_batches("val")
     assert np.all(np.diff(np.concatenate(ids_of(evaluation, 0))) > 0)
@@ -386,12 +386,12 @@ def test_a_table_over_the_memory_limit_trains_to_the_in_memory_metric(tmp_path) 
             f"OOM kills {group.oom_kills}"
         )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "data.streaming=auto streams it in chunks" in result.stderr
+    assert "data.streaming=auto streams it in chunks" in result.stdout + result.stderr
     (streamed_run,) = (tmp_path / "outputs" / "runs").iterdir()
     (tmp_path / "small").mkdir()
     in_memory = train_cli(*COMMON, f"data.path={small}", cwd=tmp_path / "small")
     assert in_memory.returncode == 0, in_memory.stderr[-2000:]
-    assert "data.streaming=auto reads it into memory" in in_memory.stderr
+    assert "data.streaming=auto reads it into memory" in in_memory.stdout + in_memory.stderr
     (memory_run,) = (tmp_path / "small" / "outputs" / "runs").iterdir()
     streamed_acc = read_metrics(streamed_run)["test"]["test/acc"]
     memory_acc = read_metrics(memory_run)["test"]["test/acc"]
@@ -475,3 +475,33 @@ def test_sigterm_saves_and_exits_143_then_resumes(tmp_path) -> None:
     assert "resume=auto" in line
     resumed = train_cli(*command, "resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_streamed_table_like_one(tmp_path) -> None:
+    """trainer.devices=2 on a streamed table: each process takes half of every global batch
+    of 2 x 16 rows, so it trains as one process on batches of 32 (gradients averaged over
+    the same rows; the weights differ only by float rounding and dropout masks)."""
+    path = tmp_path / "pets.parquet"
+    pets_table(rows=2000).to_parquet(path)
+    common = (
+        "data=csv",
+        f"data.path={path}",
+        "data.target=label",
+        "data.streaming=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=2",
+        "logger=none",
+        "callbacks.early_stopping=null",
+    )
+    (tmp_path / "two").mkdir()
+    two = train_cli(*common, "trainer.devices=2", "data.batch_size=16", cwd=tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    (tmp_path / "one").mkdir()
+    one = train_cli(*common, "data.batch_size=32", cwd=tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    (two_run,) = (tmp_path / "two" / "outputs" / "runs").iterdir()
+    (one_run,) = (tmp_path / "one" / "outputs" / "runs").iterdir()
+    two_acc = read_metrics(two_run)["test"]["test/acc"]
+    one_acc = read_metrics(one_run)["test"]["test/acc"]
+    assert two_acc > 0.75 and abs(two_acc - one_acc) <= 0.03, (two_acc, one_acc)

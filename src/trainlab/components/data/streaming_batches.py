@@ -29,7 +29,7 @@ from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
 from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.torch_datasets import count_batches
 from trainlab.engine import distributed
-from trainlab.engine.batches import epoch_order
+from trainlab.engine.batches import Batches, epoch_order
 
 BLOCK_BYTES = 64 * 1024
 BUFFER_BYTES = 16 * 2**20
@@ -240,10 +240,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return ((self.epoch, index) for index in range(self.start, self.num_batches))
 
 
-class StreamBatches:
+class StreamBatches(Batches):
     """The batches of a cached split (see the module), through a DataLoader whose
     `num_workers` processes read and gather whole batches; the same batches whatever
-    their number."""
+    their number. A `Batches` (the trainer takes it as it is, like `ItemBatches`), with
+    its own storage: `Batches.__init__`, which holds tensors, is not called."""
 
     transform = None
 
@@ -304,7 +305,7 @@ class StreamBatches:
     def device(self) -> torch.device:
         return self._device
 
-    def batch_rows(self, epoch: int, index: int) -> np.ndarray:
+    def row_numbers(self, epoch: int, index: int) -> np.ndarray:
         """This process's row numbers (of its part of the split) in batch `index` of
         `epoch`, in batch order."""
         rows = []
