@@ -6,6 +6,7 @@ to the in-memory metric, a SIGKILL mid-epoch resumes bit for bit, SIGTERM exits 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import pets_table, read_metrics, train_cli, train_command, train_env, train_in_process
+from stream_parts import memory_limit
 
 from trainlab.app.predict import Predictor
 from trainlab.app.predict_inputs import TableInput
@@ -160,7 +162,7 @@ def test_epoch_order_is_a_seeded_shuffle_of_every_row_and_resumes_at_any_batch(n
     assert len({int(i) // 16 for i in first[0]}) > 4
     assert all(np.array_equal(a, b) for a, b in zip(ids_of(batches, 0, 5), first[5:], strict=True))
     cached_ids = numbered.train.read(0, rows)[0][:, 0].astype(int)
-    assert np.array_equal(cached_ids[batches.batch_rows(0, 7)], first[7])
+    assert np.array_equal(cached_ids[batches.row_numbers(0, 7)], first[7])
     # Evaluation reads the rows in file order.
     evaluation = numbered.eval_batches("val")
     assert np.all(np.diff(np.concatenate(ids_of(evaluation, 0))) > 0)
@@ -178,6 +180,32 @@ def test_worker_processes_do_not_change_the_batches(numbered) -> None:
             assert torch.equal(a, c) and torch.equal(b, d)
 
 
+def test_several_processes_split_every_global_batch_and_evaluate_contiguous_parts(numbered):
+    """Rank r of 3 takes rows [r*b, (r+1)*b) of each global batch of 3 x 30 rows (the
+    single-process batches of size 90); evaluation gives each rank a contiguous part."""
+    train, world = numbered.train, 3
+    single = numbered._batches(train, 90, shuffle=True, seed=3)
+    ranks = [
+        numbered._batches(train, 30, shuffle=True, seed=3, sharding="batches", rank=r, world=3)
+        for r in range(world)
+    ]
+    assert [len(r) for r in ranks] == [len(single)] * world
+    parts = [ids_of(r, 1) for r in ranks]
+    for index, expected in enumerate(ids_of(single, 1)):
+        assert np.array_equal(np.concatenate([p[index] for p in parts]), expected)
+    assert [len(p[0]) for p in parts] == [30, 30, 30]
+    last = len(train) % 90  # the short last global batch, cut as evenly as it goes
+    assert [len(p[-1]) for p in parts] == [-(-(last - r) // world) for r in range(world)]
+    assert np.array_equal(ids_of(ranks[2], 1, 4)[0], parts[2][4])  # resumes mid-epoch
+    whole = np.concatenate(ids_of(numbered.eval_batches("val"), 0))
+    evaluated = [
+        np.concatenate(ids_of(numbered._batches(numbered.val, 7, rank=r, world=world), 0))
+        for r in range(world)
+    ]
+    assert np.array_equal(np.concatenate(evaluated), whole)
+    assert [len(e) for e in evaluated] == [len(p) for p in np.array_split(whole, world)]
+
+
 # --- bad input -----------------------------------------------------------------------------
 def one_line(error: BaseException) -> str:
     (line,) = str(error).splitlines()
@@ -185,7 +213,7 @@ def one_line(error: BaseException) -> str:
     return line
 
 
-def test_bad_files_and_rows_are_one_line_naming_the_file_and_row(tmp_path) -> None:
+def test_bad_files_and_rows_are_one_line_naming_the_file_and_row(tmp_path, caplog) -> None:
     table = pets_table(rows=300)
     good = tmp_path / "pets.parquet"
     table.to_parquet(good)
@@ -226,9 +254,11 @@ def test_bad_files_and_rows_are_one_line_naming_the_file_and_row(tmp_path) -> No
     assert "no row has a 'label' value" in one_line(ex.value)
     ids = tmp_path / "ids.csv"
     table.assign(name=[f"n{i}" for i in range(300)]).to_csv(ids, index=False)
-    # An ID column is left out with a note, as in memory (never 300 one-hot inputs).
-    table_ids = streamed(ids, tmp_path, chunk_rows=64, max_categories=150)
-    assert table_ids.info.input_shape == streamed(good, tmp_path).info.input_shape
+    # An ID column (one text per row) is left out with a note, as in memory.
+    caplog.set_level("INFO", logger="trainlab")
+    table_with_ids = streamed(ids, tmp_path, chunk_rows=64, max_categories=150)
+    assert "column 'name'" in caplog.text and "it is left out" in caplog.text
+    assert table_with_ids.info.input_shape == (6,)
 
 
 def test_bad_npy_files_are_one_line(tmp_path) -> None:
@@ -270,6 +300,7 @@ def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
     table = pets_table(rows=400)
     table.to_csv(path, index=False)
     cache = tmp_path / "cache"
+    caplog.set_level("INFO", logger="trainlab")
     objective, run_dir = run_experiment(
         "data=csv",
         f"data.path={path}",
@@ -280,11 +311,12 @@ def test_a_streamed_run_trains_predicts_and_reuses_its_cache(
         "logger=none",
     )
     assert objective > 0.75
+    assert "trainer.loader=auto: dataloader (a streamed table: its batches are read" in caplog.text
+    assert "sliced in place" not in caplog.text
     assert read_metrics(run_dir)["test"]["test/acc"] > 0.75
     predictions = Predictor.load(run_dir).predict(table)
     assert len(predictions) == 400
     (folder,) = cache.iterdir()
-    caplog.set_level("INFO", logger="trainlab")
     again = load_table(42, str(path), target="label", streaming=True, cache_dir=str(cache))
     assert again.directory == folder and "reusing the preprocessed cache" in caplog.text
 
@@ -312,49 +344,56 @@ def write_big_table(path: Path, rows: int, seed: int = 0) -> None:
             writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
 
 
+COMMON = (
+    "data=csv",
+    "data.target=label",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "data.batch_size=512",
+    "trainer.limit_train_batches=270",
+    "trainer.num_threads=1",
+    "callbacks.early_stopping=null",
+)
+
+
 @pytest.mark.slow
 def test_a_table_over_the_memory_limit_trains_to_the_in_memory_metric(tmp_path) -> None:
-    """The bar: a Parquet file whose decoded size is over the address-space limit of the
-    training process (prlimit --as, which counts every mapping: the interpreter with torch
-    alone takes about 1 GB of it) trains with data.streaming=auto to the test accuracy of
-    the in-memory path on a copy small enough to fit, within 0.01. Both train the same
-    number of steps (trainer.limit_train_batches) on rows of the same distribution."""
+    """The bar: a Parquet file whose decoded size is over the memory limit of the training
+    process (a cgroup: memory.limit_in_bytes, or memory.max on cgroup v2) trains with
+    data.streaming=auto to the test accuracy of the in-memory path on a copy small enough
+    to fit, within 0.01. Both train the same number of steps (trainer.limit_train_batches)
+    on rows of the same distribution."""
     big, small = tmp_path / "big.parquet", tmp_path / "small.parquet"
-    write_big_table(big, 10_500_000)  # 26 columns: about 2.18 GB decoded
-    write_big_table(small, 200_000, seed=1)
-    import pyarrow.parquet as pq
+    limit = 1_500_000_000
+    with memory_limit(limit) as group:
+        if group is None:
+            pytest.skip("no writable cgroup memory controller here: cannot limit a process")
+        write_big_table(big, 10_500_000)  # 26 columns: about 2.18 GB decoded
+        write_big_table(small, 200_000, seed=1)
+        import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(big).metadata
-    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    limit = 2_000_000_000
-    assert decoded > limit
-    common = (
-        "data=csv",
-        "data.target=label",
-        "trainer.max_epochs=1",
-        "logger=none",
-        "data.batch_size=512",
-        "trainer.limit_train_batches=270",
-        "trainer.num_threads=1",
-        "callbacks.early_stopping=null",
-    )
-    # Fewer malloc arenas and Arrow on the system allocator: both reserve address space.
-    env = train_env() | {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
-    command = [
-        "prlimit",
-        f"--as={limit}",
-        *train_command(*common, f"data.path={big}", cwd=tmp_path),
-    ]
-    result = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=5400
-    )
+        meta = pq.ParquetFile(big).metadata
+        decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        assert decoded > limit
+        env = train_env() | {"MALLOC_ARENA_MAX": "2"}
+        command = [*group.prefix, *train_command(*COMMON, f"data.path={big}", cwd=tmp_path)]
+        result = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=5400
+        )
+        child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        print(
+            f"decoded {decoded / 2**20:,.0f} MiB, limit {limit / 2**20:,.0f} MiB, "
+            f"peak RSS {child_rss / 2**20:,.0f} MiB, "
+            f"group peak {group.peak / 2**20:,.0f} MiB (page cache included), "
+            f"OOM kills {group.oom_kills}"
+        )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "data.streaming=auto streams it in chunks" in result.stderr
+    assert "data.streaming=auto streams it in chunks" in result.stdout + result.stderr
     (streamed_run,) = (tmp_path / "outputs" / "runs").iterdir()
     (tmp_path / "small").mkdir()
-    in_memory = train_cli(*common, f"data.path={small}", cwd=tmp_path / "small")
+    in_memory = train_cli(*COMMON, f"data.path={small}", cwd=tmp_path / "small")
     assert in_memory.returncode == 0, in_memory.stderr[-2000:]
-    assert "data.streaming=auto reads it into memory" in in_memory.stderr
+    assert "data.streaming=auto reads it into memory" in in_memory.stdout + in_memory.stderr
     (memory_run,) = (tmp_path / "small" / "outputs" / "runs").iterdir()
     streamed_acc = read_metrics(streamed_run)["test"]["test/acc"]
     memory_acc = read_metrics(memory_run)["test"]["test/acc"]
@@ -438,3 +477,33 @@ def test_sigterm_saves_and_exits_143_then_resumes(tmp_path) -> None:
     assert "resume=auto" in line
     resumed = train_cli(*command, "resume=auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_streamed_table_like_one(tmp_path) -> None:
+    """trainer.devices=2 on a streamed table: each process takes half of every global batch
+    of 2 x 16 rows, so it trains as one process on batches of 32 (gradients averaged over
+    the same rows; the weights differ only by float rounding and dropout masks)."""
+    path = tmp_path / "pets.parquet"
+    pets_table(rows=2000).to_parquet(path)
+    common = (
+        "data=csv",
+        f"data.path={path}",
+        "data.target=label",
+        "data.streaming=true",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=2",
+        "logger=none",
+        "callbacks.early_stopping=null",
+    )
+    (tmp_path / "two").mkdir()
+    two = train_cli(*common, "trainer.devices=2", "data.batch_size=16", cwd=tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    (tmp_path / "one").mkdir()
+    one = train_cli(*common, "data.batch_size=32", cwd=tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    (two_run,) = (tmp_path / "two" / "outputs" / "runs").iterdir()
+    (one_run,) = (tmp_path / "one" / "outputs" / "runs").iterdir()
+    two_acc = read_metrics(two_run)["test"]["test/acc"]
+    one_acc = read_metrics(one_run)["test"]["test/acc"]
+    assert two_acc > 0.75 and abs(two_acc - one_acc) <= 0.03, (two_acc, one_acc)

@@ -435,6 +435,13 @@ def place_data(data: DataBundle, device: torch.device, trainer_cfg: TrainerSchem
         if trainer_cfg.loader == "tensors":
             log.info("note: trainer.loader=tensors: this data is read item by item by a DataLoader")
         return data.stream_to(device, num_workers, use_pin_memory(trainer_cfg.pin_memory, device))
+    if getattr(data, "streams", False):  # a table bigger than memory: never on the device whole
+        if trainer_cfg.loader != "dataloader":
+            log.info(
+                f"trainer.loader={trainer_cfg.loader}: dataloader (a streamed table: its "
+                f"batches are read from its cache folder, {num_workers} worker processes)"
+            )
+        return data.stream_to(device, num_workers, use_pin_memory(trainer_cfg.pin_memory, device))
     loader = choose_loader(trainer_cfg.loader, data.nbytes, device, num_workers)
     if loader == "tensors":
         return data.to(device)

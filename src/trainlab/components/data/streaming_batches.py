@@ -7,12 +7,13 @@ blocks of about `BLOCK_BYTES`, the blocks are permuted by (seed, epoch), consecu
 permuted blocks are grouped into buffers of about `BUFFER_BYTES`, and the rows of each
 buffer are permuted again by (seed, epoch, buffer). A buffer is read with a few file
 reads (never a memory map, whose resident pages would grow with the file), and every
-batch is gathered from one or two buffers. `StreamBatches.batch_parts` is the one place
+batch is gathered from one or two buffers. `batch_parts` is the one place
 that cuts the epoch's order into batches.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
 from trainlab.components.data.files import write_text_atomic
-from trainlab.engine.batches import epoch_order
+from trainlab.components.data.torch_datasets import count_batches
+from trainlab.engine import distributed
+from trainlab.engine.batches import Batches, epoch_order
 
 BLOCK_BYTES = 64 * 1024
 BUFFER_BYTES = 16 * 2**20
@@ -41,7 +44,14 @@ class SplitFile:
         self.paths = [directory / f"{name}_inputs.npy", directory / f"{name}_targets.npy"]
         self.headers = [_header(path) for path in self.paths]
         (self.rows, *_), _, _ = self.headers[0]
+        self.offset = 0  # the first row of this part of the file (see `part`)
         self._files: dict[int, list[int]] = {}
+
+    def part(self, offset: int, rows: int) -> SplitFile:
+        """Rows `offset` .. `offset + rows` of this split, read from the same files."""
+        view = copy.copy(self)
+        view.offset, view.rows, view._files = self.offset + offset, rows, {}
+        return view
 
     def __len__(self) -> int:
         return self.rows
@@ -64,11 +74,12 @@ class SplitFile:
         arrays = []
         for fd, (shape, dtype, offset) in zip(files, self.headers, strict=True):
             row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            begin = offset + (self.offset + start) * row
             out = np.empty((count, *shape[1:]), dtype=dtype)
             view = memoryview(out.reshape(-1).view(np.uint8))
             done = 0
             while done < len(view):
-                got = os.preadv(fd, [view[done:]], offset + start * row + done)
+                got = os.preadv(fd, [view[done:]], begin + done)
                 if got <= 0:
                     raise OSError(f"{self.paths[0].parent} ends early: remove it to rebuild")
                 done += got
@@ -153,13 +164,14 @@ class StreamRows(Dataset):
 
     def __init__(self, split: SplitFile, batches: StreamBatches) -> None:
         self.split, self.layout = split, batches.layout
-        self.batch_size, self.num_batches = batches.batch_size, batches.num_batches
-        self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.num_batches = batches.num_batches
+        self.cut = batches.global_batch_size, batches.rank, batches.shard_world
+        self._buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def buffer(self, epoch: int, buffer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def buffer(self, epoch: int, buffer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows of a buffer as read (inputs, targets) and their batch order."""
         key = (epoch, buffer)
         if key not in self._buffers:
@@ -168,9 +180,9 @@ class StreamRows(Dataset):
                 self.split.read(block * layout.block_rows, layout.block_size(block))
                 for block in layout.buffer_blocks(epoch, buffer)
             ]
-            inputs = np.concatenate([p[0] for p in pieces])
-            targets = np.concatenate([p[1] for p in pieces])
-            order = layout.buffer_order(epoch, buffer, len(inputs))
+            inputs = torch.from_numpy(np.concatenate([p[0] for p in pieces]))
+            targets = torch.from_numpy(np.concatenate([p[1] for p in pieces]))
+            order = torch.from_numpy(layout.buffer_order(epoch, buffer, len(inputs)))
             while len(self._buffers) >= BUFFERS_KEPT:
                 self._buffers.pop(next(iter(self._buffers)))
             self._buffers[key] = (inputs, targets, order)
@@ -179,23 +191,35 @@ class StreamRows(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = item
         inputs, targets = [], []
-        for buffer, positions in batch_parts(self.layout, self.batch_size, epoch, index):
+        # One gather per buffer the batch touches (one, mostly): no per-row Python work.
+        for buffer, positions in batch_parts(self.layout, *self.cut, epoch, index):
             data, labels, order = self.buffer(epoch, buffer)
             chosen = order[positions]
-            inputs.append(data[chosen])
-            targets.append(labels[chosen])
-        return torch.from_numpy(np.concatenate(inputs)), torch.from_numpy(np.concatenate(targets))
+            inputs.append(torch.index_select(data, 0, chosen))
+            targets.append(torch.index_select(labels, 0, chosen))
+        if len(inputs) == 1:
+            return inputs[0], targets[0]
+        return torch.cat(inputs), torch.cat(targets)
 
 
 def batch_parts(
-    layout: EpochLayout, batch_size: int, epoch: int, index: int
+    layout: EpochLayout,
+    global_batch_size: int,
+    rank: int,
+    world: int,
+    epoch: int,
+    index: int,
 ) -> list[tuple[int, slice]]:
-    """Where batch `index` of `epoch` lies: (buffer, slice of that buffer's order) pieces.
+    """Where process `rank`'s part of batch `index` of `epoch` lies: (buffer, slice of
+    that buffer's order) pieces.
 
-    The one place the epoch's order is cut into batches: a batch is the positions
-    `index * batch_size` up to `(index + 1) * batch_size` of the epoch."""
+    The one place the epoch's order is cut into batches: global batch `index` is the
+    positions `index * global_batch_size` up to the next multiple of the epoch, cut
+    between `world` processes by `distributed.shard_batch` (a contiguous run each)."""
     starts = layout.buffer_starts(epoch)
-    first, last = index * batch_size, min((index + 1) * batch_size, layout.rows)
+    batch = range(index * global_batch_size, min((index + 1) * global_batch_size, layout.rows))
+    mine = distributed.shard_batch(batch, rank, world)
+    first, last = mine.start, mine.stop
     parts = []
     buffer = int(np.searchsorted(starts, first, side="right")) - 1
     while first < last:
@@ -216,10 +240,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return ((self.epoch, index) for index in range(self.start, self.num_batches))
 
 
-class StreamBatches:
+class StreamBatches(Batches):
     """The batches of a cached split (see the module), through a DataLoader whose
     `num_workers` processes read and gather whole batches; the same batches whatever
-    their number."""
+    their number. A `Batches` (the trainer takes it as it is, like `ItemBatches`), with
+    its own storage: `Batches.__init__`, which holds tensors, is not called."""
 
     transform = None
 
@@ -236,13 +261,24 @@ class StreamBatches:
         drop_last_single: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
+        sharding: str = "contiguous",
+        rank: int | None = None,
+        world: int | None = None,
     ) -> None:
+        # Several processes, as `Batches` shares them: training ("batches") cuts each
+        # global batch of batch_size x processes rows between them; evaluation
+        # ("contiguous") gives each a contiguous part of the split.
+        self.rank = distributed.rank() if rank is None else rank
+        self.world = distributed.world_size() if world is None else world
+        if self.world > 1 and sharding == "contiguous":
+            part = distributed.shard_batch(range(len(split)), self.rank, self.world)
+            split = split.part(part.start, len(part))
+        self.shard_world = self.world if sharding == "batches" else 1
         self.split, self.seed, self.shuffle = split, seed, shuffle
+        self.global_batch_size, self.num_batches, self.drops_single = count_batches(
+            len(split), batch_size, drop_last, drop_last_single, limit, self.shard_world
+        )
         self.batch_size = max(1, min(batch_size, len(split)))
-        full, rest = divmod(len(split), self.batch_size)
-        self.drops_single = drop_last_single and rest == 1 and full > 0
-        count = full if drop_last or rest == 0 or self.drops_single else full + 1
-        self.num_batches = min(count, limit) if limit is not None else count
         inputs_shape, dtype, _ = split.headers[0]
         row_bytes = int(np.prod(inputs_shape[1:])) * dtype.itemsize
         self.layout = EpochLayout(len(split), row_bytes, shuffle, seed)
@@ -269,10 +305,12 @@ class StreamBatches:
     def device(self) -> torch.device:
         return self._device
 
-    def batch_rows(self, epoch: int, index: int) -> np.ndarray:
-        """The split's row numbers in batch `index` of `epoch`, in batch order."""
+    def row_numbers(self, epoch: int, index: int) -> np.ndarray:
+        """This process's row numbers (of its part of the split) in batch `index` of
+        `epoch`, in batch order."""
         rows = []
-        for buffer, positions in batch_parts(self.layout, self.batch_size, epoch, index):
+        cut = self.global_batch_size, self.rank, self.shard_world
+        for buffer, positions in batch_parts(self.layout, *cut, epoch, index):
             blocks = self.layout.buffer_blocks(epoch, buffer)
             read = np.concatenate(
                 [
@@ -293,7 +331,13 @@ class StreamBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.epoch, self.sampler.start = epoch, start
-        for inputs, targets in self.loader:
+        batches: Any = self.loader
+        if self.loader.num_workers == 0 and not self.loader.pin_memory:
+            # In this process, with nothing to pin: the DataLoader would only add its
+            # per-batch bookkeeping to the same calls.
+            rows = self.loader.dataset
+            batches = (rows[key] for key in self.sampler)
+        for inputs, targets in batches:
             yield (
                 inputs.to(self._device, non_blocking=True),
                 targets.to(self._device, non_blocking=True),
@@ -306,6 +350,8 @@ class StreamBatches:
 class StreamingTable:
     """A streamed table as the experiment sees a `DataBundle`: its splits stay in the
     cache folder and batches are read from there (see `StreamBatches`)."""
+
+    streams = True  # `place_data`: batches come from the cache, whatever trainer.loader
 
     def __init__(
         self,
@@ -359,6 +405,7 @@ class StreamingTable:
             drop_last=self.drop_last,
             limit=limit,
             drop_last_single=drop_last_single,
+            sharding="batches",  # several processes: each takes its part of every batch
         )
 
     def eval_batches(self, split: str, limit: int | None = None) -> StreamBatches:

@@ -116,7 +116,10 @@ def _parquet_chunks(path: Path, what: str, chunk_rows: int) -> Iterator[pd.DataF
     import pyarrow.parquet as pq
 
     try:
-        file = pq.ParquetFile(path)
+        # pre_buffer=False: with it, the reader keeps every column chunk it has read until
+        # the pass ends, so memory grew with the file (657 MiB of Arrow's pool after one
+        # pass over a 0.6 GB file; 20 MiB without it, and no slower).
+        file = pq.ParquetFile(path, pre_buffer=False)
         names = [str(name) for name in file.schema_arrow.names]
         _check_names(names, path, what)
         start = 0
@@ -271,6 +274,35 @@ def decoded_size(path: Path) -> int:
     return path.stat().st_size * CSV_DECODED_FACTOR
 
 
+def cgroup_files() -> list[tuple[str, str]]:
+    """(limit, usage) files of this process's memory cgroup and of every group above it
+    (each one's limit applies), for cgroup v2 and v1, from /proc/self/cgroup."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    places: list[tuple[Path, str, str]] = []
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":
+            places.append((Path("/sys/fs/cgroup"), "memory.max", "memory.current"))
+        elif "memory" in controllers.split(","):
+            places.append((Path(CGROUP_V1), "memory.limit_in_bytes", "memory.usage_in_bytes"))
+        else:
+            continue
+        root, limit, usage = places.pop()
+        folder = root / group.strip("/")
+        while True:  # up to the mount point: the root's files are found there too
+            places.append((folder, limit, usage))
+            if folder == root:
+                break
+            folder = folder.parent
+    return [(str(f / limit), str(f / usage)) for f, limit, usage in places] or [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (f"{CGROUP_V1}/memory.limit_in_bytes", f"{CGROUP_V1}/memory.usage_in_bytes"),
+    ]
+
+
 def available_memory() -> tuple[int, str]:
     """Bytes this process may still use, and which limit sets it: the machine's available
     memory, the cgroup's `memory.max` (v2) or `memory.limit_in_bytes` (v1), `RLIMIT_AS`."""
@@ -281,10 +313,7 @@ def available_memory() -> tuple[int, str]:
                 limits.append((int(line.split()[1]) * 1024, "available memory"))
     except OSError:
         pass
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        (f"{CGROUP_V1}/memory.limit_in_bytes", f"{CGROUP_V1}/memory.usage_in_bytes"),
-    ):
+    for limit_file, usage_file in cgroup_files():
         try:
             limit = Path(limit_file).read_text().strip()
             if limit != "max" and int(limit) < 2**60:
