@@ -180,6 +180,7 @@ def test_a_one_shot_iterator_is_refused_in_words() -> None:
 
 
 # ------------------------------------------------------------- a whole experiment
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_run_from_python_equals_the_command_line(tmp_path: Path) -> None:
     """The same config through `trainlab.run` and through `python train.py`: the same
     metrics.json values. The call leaves the process's handlers and levels as they were."""

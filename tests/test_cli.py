@@ -234,6 +234,7 @@ def test_predict_help_is_the_predict_modules_own(capsys) -> None:
     assert out == f"{predict.__doc__.strip()}\n\n{predict.USAGE}\n"
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_user_project_runs_with_the_real_command(user_project: Path) -> None:
     """From the user's folder: their package imports with no PYTHONPATH of theirs."""
     result = script_cli(

@@ -43,6 +43,7 @@ def failing_grid(tmp_path_factory):
     return proc, sweep
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_grid_with_a_failed_job_still_writes_the_leaderboard(failing_grid) -> None:
     proc, sweep = failing_grid
     # The other jobs ran; the sweep ends with the failure's line and a non-zero status.
@@ -60,6 +61,7 @@ def test_grid_with_a_failed_job_still_writes_the_leaderboard(failing_grid) -> No
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_wall_time_is_each_jobs_own(failing_grid) -> None:
     _, sweep = failing_grid
     for row in read_board(sweep):
@@ -71,6 +73,7 @@ def test_wall_time_is_each_jobs_own(failing_grid) -> None:
             assert record["wall_time_s"] >= metrics["wall_time_s"]
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_grid_prints_a_line_per_job(failing_grid) -> None:
     proc, _ = failing_grid
     lines = proc.stdout.splitlines()
@@ -83,6 +86,7 @@ def test_grid_prints_a_line_per_job(failing_grid) -> None:
     assert any(line.startswith("job 3 failed after ") and REASON in line for line in lines)
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_grid_jobs_show_the_swept_hparams_first(failing_grid) -> None:
     _, sweep = failing_grid
     events = EventAccumulator(str(sweep / "2" / "tb"))
@@ -134,6 +138,7 @@ def pruned_study(tmp_path_factory):
     return proc, sweep, study
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_pruned_trials_are_marked_in_the_leaderboard(pruned_study) -> None:
     proc, sweep, study = pruned_study
     states = {str(t.number): t.state for t in study.trials}

@@ -43,6 +43,7 @@ def test_help_and_config_errors_do_not_import_torch(arguments) -> None:
     assert result.returncode == (0 if arguments == ["--help"] else 2)
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_a_finished_run_exits_with_everything_written(tmp_path) -> None:
     """train.py leaves without the interpreter's teardown: nothing may be lost by it."""
     run_dir = tmp_path / "run"

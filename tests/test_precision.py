@@ -310,6 +310,7 @@ def test_every_speed_setting_on_still_runs(run_experiment) -> None:
     assert read_metrics(run_dir)["steps"] == 3
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_finders_still_run_with_speed_settings(run_experiment) -> None:
     # The finders train with the model and optimizer directly, in float32 and uncompiled.
     speed = ("trainer.precision=bf16-mixed", "trainer.compile=true")

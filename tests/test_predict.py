@@ -380,6 +380,7 @@ def test_predict_py_bad_input_exits_2_with_one_line(runs, tmp_path) -> None:
     assert "Traceback" not in result.stdout and not (tmp_path / "predictions.csv").exists()
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_python_entry_point_reads_a_run_without_the_training_loop(runs) -> None:
     """`trainlab.Predictor` (README, docs) imports none of the loop or its callbacks."""
     code = (

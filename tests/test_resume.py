@@ -154,6 +154,7 @@ def test_sigkill_mid_epoch_then_resume_from_a_checkpoint_file(tmp_path, mlp_refe
     assert_same_run(run_dir, mlp_reference.finish())
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_auto_continues(
     tmp_path, mlp_reference
 ) -> None:

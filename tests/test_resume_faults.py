@@ -69,6 +69,7 @@ def two_runs(tmp_path, finished_run) -> tuple[Path, Path, Path]:
     return tmp_path, finished, unfinished
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_refused_resumes_change_nothing_and_resume_auto_still_finds_the_run(two_runs) -> None:
     cwd, finished, unfinished = two_runs
     before = snapshot(cwd / "outputs")

@@ -69,6 +69,7 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_freed_when_it_dies(tmp
     assert list(folder.iterdir()) == []  # taking the lock wrote nothing
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_a_resume_of_a_run_in_use_is_one_line_and_changes_nothing(tmp_path) -> None:
     assert train_cli(*SMOKE, cwd=tmp_path).returncode == 0
     (folder,) = (tmp_path / "outputs" / "runs").iterdir()

@@ -462,6 +462,7 @@ def test_predict_errors_say_what_is_wrong(tmp_path, monkeypatch, trained_run, ar
     assert not (tmp_path / "predictions.csv").exists()
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_predict_py_reports_one_line_and_exit_status_2(tmp_path, trained_run) -> None:
     prediction_inputs(tmp_path, trained_run)
     result = script_cli("predict.py", f"run={trained_run}", "input=lacking.csv", cwd=tmp_path)

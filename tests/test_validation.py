@@ -99,6 +99,7 @@ def test_build_runs_on_the_checked_trainer_settings(tmp_path) -> None:
     assert (trainer.precision, trainer.nan_policy, trainer.max_epochs) == ("32", "stop", 30)
 
 
+@pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_every_shipped_option_validates() -> None:
     from test_configs import COMPANIONS, options
 
