@@ -68,6 +68,28 @@ def first_line(ex: BaseException) -> str:
     return str(ex).strip().splitlines()[0][:160] if str(ex).strip() else type(ex).__name__
 
 
+# What pandas raises for a CSV file it cannot read; `csv_error` says it in one line.
+CSV_ERRORS = (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError)
+
+
+def csv_error(ex: BaseException, path: Path, what: str) -> TrainlabError:
+    """One of `CSV_ERRORS` as the line for the user: what is wrong and how to fix it."""
+    if isinstance(ex, pd.errors.EmptyDataError):
+        return TrainlabError(f"{what}={path}: the file holds no columns (is it empty?)")
+    if isinstance(ex, UnicodeDecodeError):
+        return TrainlabError(
+            f"{what}={path} is not UTF-8 text (byte {ex.object[ex.start]:#04x} at offset "
+            f"{ex.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+        )
+    if found := RAGGED.search(str(ex)):
+        expected, line, saw = found.groups()
+        return TrainlabError(
+            f"{what}={path}: line {line} has {saw} fields but the header has {expected}; "
+            "fix that row (a value holding the separator needs quotes)"
+        )
+    return TrainlabError(f"{what}={path}: cannot read the file ({first_line(ex)})")
+
+
 def read_csv(path: Path, what: str, sep: str = ",", **options: Any) -> pd.DataFrame:
     """A CSV file as UTF-8 text (a byte-order mark is fine), refusing what pandas would
     guess at: repeated column names (it renames them `a.1`), rows with extra fields, bytes
@@ -81,21 +103,8 @@ def read_csv(path: Path, what: str, sep: str = ",", **options: Any) -> pd.DataFr
             log.info(f"note: {what}={path} is separated by {other[0]!r}, not commas; read so")
             sep = other[0]
             frame = _read_csv(path, sep, options)
-    except pd.errors.EmptyDataError:
-        raise TrainlabError(f"{what}={path}: the file holds no columns (is it empty?)") from None
-    except UnicodeDecodeError as ex:
-        raise TrainlabError(
-            f"{what}={path} is not UTF-8 text (byte {ex.object[ex.start]:#04x} at offset "
-            f"{ex.start}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
-        ) from None
-    except pd.errors.ParserError as ex:
-        if found := RAGGED.search(str(ex)):
-            expected, line, saw = found.groups()
-            raise TrainlabError(
-                f"{what}={path}: line {line} has {saw} fields but the header has {expected}; "
-                "fix that row (a value holding the separator needs quotes)"
-            ) from None
-        raise TrainlabError(f"{what}={path}: cannot read the file ({first_line(ex)})") from None
+    except CSV_ERRORS as ex:
+        raise csv_error(ex, path, what) from None
     # Empty names are left to pandas ("Unnamed: 0", e.g. a saved index): only the user's
     # own names must not repeat.
     named = [name for name in _header(path, sep) if name]

@@ -20,9 +20,11 @@ import pandas as pd
 
 from trainlab.components.data.file_checks import check_file
 from trainlab.components.data.files import (
+    CSV_ERRORS,
     CSV_SUFFIXES,
+    OTHER_SEPARATORS,
     PARQUET_SUFFIXES,
-    RAGGED,
+    csv_error,
     first_line,
 )
 from trainlab.errors import TrainlabError
@@ -153,7 +155,7 @@ def _csv_chunks(path: Path, what: str, chunk_rows: int) -> Iterator[pd.DataFrame
     try:
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, encoding="utf-8-sig")
         names = ["" if pd.isna(n) else str(n) for n in header.iloc[0]] if len(header) else []
-        other = [s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]]
+        other = [s for s in OTHER_SEPARATORS if len(names) == 1 and s in names[0]]
         if other and sep == ",":
             log.info(f"note: {what}={path} is separated by {other[0]!r}, not commas; read so")
             sep = other[0]
@@ -170,20 +172,8 @@ def _csv_chunks(path: Path, what: str, chunk_rows: int) -> Iterator[pd.DataFrame
                 frame.index = pd.RangeIndex(start, start + len(frame))
                 start += len(frame)
                 yield frame
-    except pd.errors.EmptyDataError:
-        raise TrainlabError(f"{what}={path}: the file holds no columns (is it empty?)") from None
-    except UnicodeDecodeError as ex:
-        raise TrainlabError(
-            f"{what}={path} is not UTF-8 text ({first_line(ex)}); save it as UTF-8"
-        ) from None
-    except pd.errors.ParserError as ex:
-        if found := RAGGED.search(str(ex)):
-            expected, line, saw = found.groups()
-            raise TrainlabError(
-                f"{what}={path}: line {line} has {saw} fields but the header has {expected}; "
-                "fix that row (a value holding the separator needs quotes)"
-            ) from None
-        raise TrainlabError(f"{what}={path}: cannot read the file ({first_line(ex)})") from None
+    except CSV_ERRORS as ex:
+        raise csv_error(ex, path, what) from None
     except (ValueError, OSError) as ex:
         raise TrainlabError(f"{what}={path}: cannot read the file ({first_line(ex)})") from None
     if start == 0:
