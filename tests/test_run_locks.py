@@ -69,6 +69,38 @@ def test_a_locked_folder_is_refused_naming_the_holder_and_freed_when_it_dies(tmp
     assert list(folder.iterdir()) == []  # taking the lock wrote nothing
 
 
+FORKING_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    descriptor = os.open(sys.argv[1], os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    if os.fork() == 0:  # a DataLoader worker: shares the lock, ends a little after its parent
+        time.sleep(1.5)
+        os._exit(0)
+    print("locked", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_lock_left_to_a_killed_runs_forked_workers_is_waited_for(tmp_path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline() == "locked\n"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    started = time.monotonic()
+    lock_run_folder(folder)  # its worker still holds the lock: waited for, not refused
+    unlock_run_folder(folder)
+    assert 0.5 < time.monotonic() - started < 10
+
+
 @pytest.mark.slow  # over the default suite's time budget: runs with -m slow
 def test_a_resume_of_a_run_in_use_is_one_line_and_changes_nothing(tmp_path) -> None:
     assert train_cli(*SMOKE, cwd=tmp_path).returncode == 0

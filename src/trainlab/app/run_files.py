@@ -7,6 +7,7 @@ Imports neither torch nor Hydra.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -86,17 +87,45 @@ def lock_run_folder(folder: Path) -> None:
     except ImportError:  # Windows: no advisory locks here
         return
     descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        holder = _lock_holder(folder)
-        by = f" (pid {holder})" if holder else ""
-        raise TrainlabError(
-            f"run {folder} is in use by another trainlab process{by}; wait for it to end, "
-            "or stop it, then run this command again"
-        ) from None
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = _lock_holder(folder)
+            if holder is None or not _alive(holder):
+                # The run was killed, but processes it forked (DataLoader workers) still
+                # share its lock: they end within seconds of it. (None: the lock was
+                # released just now, or this system has no /proc/locks.)
+                wait = ORPHAN_WAIT_S if holder is not None else 2.0
+                deadline = deadline or time.monotonic() + wait
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+            os.close(descriptor)
+            by = f" (pid {holder})" if holder and holder > 0 else ""
+            raise TrainlabError(
+                f"run {folder} is in use by another trainlab process{by}; wait for it to "
+                "end, or stop it, then run this command again"
+            ) from None
     _locks[folder] = descriptor
+
+
+# How long a lock left by a dead run's forked processes is waited for.
+ORPHAN_WAIT_S = 30.0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def unlock_run_folder(folder: Path) -> None:
@@ -105,7 +134,8 @@ def unlock_run_folder(folder: Path) -> None:
 
 
 def _lock_holder(folder: Path) -> int | None:
-    """The pid holding a lock on `folder`, from /proc/locks (Linux); None elsewhere."""
+    """The pid that took the lock on `folder`, from /proc/locks (Linux; -1 once it has
+    ended); None elsewhere."""
     try:
         inode = folder.stat().st_ino
         lines = Path("/proc/locks").read_text().splitlines()
@@ -114,5 +144,6 @@ def _lock_holder(folder: Path) -> int | None:
     for line in lines:
         fields = line.split()
         if "FLOCK" in fields and len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(inode):
-            return int(fields[4]) if fields[4].isdigit() else None
+            # -1 (or 0): the process that took it has ended (children still share it).
+            return int(fields[4]) if fields[4].lstrip("-").isdigit() else None
     return None
