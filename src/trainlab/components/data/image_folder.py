@@ -33,7 +33,9 @@ SETTINGS_FILE = "image_folder.json"
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def read_image(path: Path | BinaryIO, channels: int, size: tuple[int, int] | None) -> torch.Tensor:
+def read_image(
+    path: str | Path | BinaryIO, channels: int, size: tuple[int, int] | None
+) -> torch.Tensor:
     """One image file as a uint8 (channels, height, width) tensor, resized to `size`
     (height, width) when given; an unreadable file is one line naming it."""
     try:
@@ -78,7 +80,7 @@ class ImageFiles(Dataset):
         return torch.as_tensor(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return read_image(Path(self.paths[index]), self.channels, self.size), self.labels[index]
+        return read_image(self.paths[index], self.channels, self.size), self.labels[index]
 
 
 class Normalize:
@@ -88,10 +90,15 @@ class Normalize:
     def __init__(self, mean: list[float], std: list[float]) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        # One multiply-add per pixel: x / 255 / std - mean / std.
+        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return (images.float() / 255 - mean) / std
+        if images.device not in self._on:
+            self._on[images.device] = (self.scale.to(images.device), self.shift.to(images.device))
+        scale, shift = self._on[images.device]
+        return images.float().mul_(scale).add_(shift)
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
