@@ -890,6 +890,12 @@ def main() -> None:
         "per-step overhead, 2 processes x 1 thread against 1 x 2 (scripts/bench_ddp.py)",
     )
     parser.add_argument(
+        "--ddp-samples",
+        type=int,
+        default=102400,
+        help="rows of generated data for --ddp: 80 steps of 512 x 2 processes an epoch",
+    )
+    parser.add_argument(
         "--streaming",
         action="store_true",
         help="instead: a generated Parquet table trained with data.streaming=true against "
