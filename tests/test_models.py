@@ -285,7 +285,11 @@ TRAINING = [
     (["model=mlp"], 0.93),
     (["model=cnn", "data.augment.shift=1"], 0.92),
     (["model=transformer", "data.scaling=minmax"], 0.9),
-    (["model=transformer", "model.image_tokens=patches", "data.scaling=minmax"], 0.7),
+    pytest.param(  # over the default suite's time budget: runs with -m slow
+        ["model=transformer", "model.image_tokens=patches", "data.scaling=minmax"],
+        0.7,
+        marks=pytest.mark.slow,
+    ),
     (["model=rnn"], 0.92),
 ]
 

@@ -241,7 +241,7 @@ def test_resume_of_a_read_only_run_is_one_line_and_changes_nothing(two_runs) -> 
 SCHEDULES = [
     *(pytest.param(name, marks=pytest.mark.slow) for name in ("none", "step", "exponential")),
     pytest.param("plateau", marks=pytest.mark.slow),
-    "cosine",
+    pytest.param("cosine", marks=pytest.mark.slow),  # onecycle: the same re-planning
     "onecycle",
 ]
 
