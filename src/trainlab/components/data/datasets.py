@@ -148,25 +148,9 @@ class DataBundle:
     ) -> Batches:
         """The training batches. `drop_last_single` (for a model with batch norm, which
         cannot train on one row) leaves out a last batch of a single row, with a note."""
-        size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
-        batches = self._batches(
-            self.train,
-            size,
-            shuffle=self.shuffle,
-            seed=seed,
-            drop_last=self.drop_last,
-            limit=limit,
-            transform=self.train_transform,
-            drop_last_single=drop_last_single,
-            sharding="batches",  # several processes: each takes its part of every batch
+        return training_batches(
+            self, self.train, seed, limit, drop_last_single, transform=self.train_transform
         )
-        if batches.drops_single:
-            log.info(
-                f"note: {len(self.train)} training rows in batches of {size} leave a last batch "
-                "of one row, which batch norm cannot train on: it is left out of each epoch "
-                "(another data.batch_size keeps every row)"
-            )
-        return batches
 
     def eval_batches(self, split: str, limit: int | None = None) -> Batches:
         return self._batches(getattr(self, split), self.eval_batch_size, limit=limit)
@@ -175,6 +159,33 @@ class DataBundle:
         if self.loading is None:
             return TensorBatches(split.inputs, split.targets, batch_size, **options)
         return LoaderBatches(split.inputs, split.targets, batch_size, **self.loading, **options)
+
+
+def training_batches(
+    bundle: Any, split: Any, seed: int, limit: int | None, drop_last_single: bool, **options: Any
+) -> Batches:
+    """The training batches of any bundle (in memory, item by item, streamed), cut from
+    `bundle.batch_size` by its own `_batches(split, ...)`; a last batch of one row left out
+    for batch norm is said once."""
+    size = len(bundle.train) if bundle.batch_size == "full" else int(bundle.batch_size)
+    batches = bundle._batches(
+        split,
+        size,
+        shuffle=bundle.shuffle,
+        seed=seed,
+        drop_last=bundle.drop_last,
+        limit=limit,
+        drop_last_single=drop_last_single,
+        sharding="batches",  # several processes: each takes its part of every batch
+        **options,
+    )
+    if batches.drops_single:
+        log.info(
+            f"note: {len(bundle.train)} training rows in batches of {size} leave a last batch "
+            "of one row, which batch norm cannot train on: it is left out of each epoch "
+            "(another data.batch_size keeps every row)"
+        )
+    return batches
 
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}

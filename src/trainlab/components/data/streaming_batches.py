@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
+from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo, training_batches
 from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.torch_datasets import count_batches
 from trainlab.engine import distributed
@@ -396,17 +396,7 @@ class StreamingTable:
     def train_batches(
         self, seed: int, limit: int | None = None, drop_last_single: bool = False
     ) -> StreamBatches:
-        size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
-        return self._batches(
-            self.train,
-            size,
-            shuffle=self.shuffle,
-            seed=seed,
-            drop_last=self.drop_last,
-            limit=limit,
-            drop_last_single=drop_last_single,
-            sharding="batches",  # several processes: each takes its part of every batch
-        )
+        return training_batches(self, self.train, seed, limit, drop_last_single)
 
     def eval_batches(self, split: str, limit: int | None = None) -> StreamBatches:
         return self._batches(getattr(self, split), self.eval_batch_size, limit=limit)

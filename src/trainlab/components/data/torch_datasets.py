@@ -13,7 +13,6 @@ whole state of this loader.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,14 +25,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo
+from trainlab.components.data.datasets import DATA_INFO_FILE, DataInfo, training_batches
 from trainlab.components.data.files import write_text_atomic
 from trainlab.components.data.loaders import EpochBatchSampler
 from trainlab.engine import distributed
 from trainlab.engine.batches import Batches, Transform
 from trainlab.errors import TrainlabError
-
-log = logging.getLogger("trainlab")
 
 ItemTransform = Callable[[Any], Any]
 
@@ -405,24 +402,9 @@ class ItemBundle:
     def train_batches(
         self, seed: int, limit: int | None = None, drop_last_single: bool = False
     ) -> ItemBatches:
-        size = len(self.train) if self.batch_size == "full" else int(self.batch_size)
-        batches = self._batches(
-            "train",
-            size,
-            shuffle=self.shuffle,
-            seed=seed,
-            drop_last=self.drop_last,
-            limit=limit,
-            transform=self.train_transform,
-            drop_last_single=drop_last_single,
-            sharding="batches",  # several processes: each takes its part of every batch
+        return training_batches(
+            self, "train", seed, limit, drop_last_single, transform=self.train_transform
         )
-        if batches.drops_single:
-            log.info(
-                f"note: {len(self.train)} training items in batches of {size} leave a last "
-                "batch of one, which batch norm cannot train on: it is left out of each epoch"
-            )
-        return batches
 
     def eval_batches(self, split: str, limit: int | None = None) -> ItemBatches:
         return self._batches(split, self.eval_batch_size, seed=self.seed, limit=limit)
