@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainlab.app.arguments import parse_options
 from trainlab.errors import TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")
@@ -28,27 +29,6 @@ USAGE = (
 METHODS = ("quantize", "prune")
 PRUNE_ONLY = ("amount", "structured", "finetune_epochs")
 BATCH_ROWS = 256  # the batch of the latency column
-
-
-def parse_options(
-    argv: list[str], keys: tuple[str, ...], required: tuple[str, ...], usage: str
-) -> dict[str, str]:
-    """`key=value` arguments into a dict; anything else is refused in one line."""
-    options: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise TrainlabError(f"cannot parse '{arg}': write key=value (e.g. run={arg}); {usage}")
-        if key not in keys:
-            raise TrainlabError(f"unknown option '{key}'{did_you_mean(key, list(keys))}; {usage}")
-        if not value:
-            raise TrainlabError(f"{key}= is empty; give a value; {usage}")
-        if key in options:
-            raise TrainlabError(f"{key}= is given twice ({options[key]}, {value}); give it once")
-        options[key] = value
-    if missing := [key for key in required if key not in options]:
-        raise TrainlabError(f"{' and '.join(missing)} not given; {usage}")
-    return options
 
 
 def parse_number(

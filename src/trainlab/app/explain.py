@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from trainlab.app.compress import parse_number, parse_options
+from trainlab.app.arguments import parse_options
+from trainlab.app.compress import parse_number
 from trainlab.errors import TrainlabError, did_you_mean
 
 log = logging.getLogger("trainlab")

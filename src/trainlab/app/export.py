@@ -36,23 +36,10 @@ DATA_PACKAGE = "trainlab.components.data."
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """`key=value` arguments into a dict; anything else is a one-line error."""
+    from trainlab.app.arguments import parse_options
     from trainlab.app.export_formats import FORMATS
 
-    options: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            example = f"run={arg}" if Path(arg).is_dir() else f"format={arg}"
-            raise TrainlabError(f"cannot parse '{arg}': write key=value (e.g. {example}); {USAGE}")
-        if key not in KEYS:
-            raise TrainlabError(f"unknown option '{key}'{did_you_mean(key, list(KEYS))}; {USAGE}")
-        if not value:
-            raise TrainlabError(f"{key}= is empty; give a value, e.g. {key}=...; {USAGE}")
-        if key in options:
-            raise TrainlabError(f"{key}= is given twice ({options[key]}, {value}); give it once")
-        options[key] = value
-    if missing := [key for key in ("run", "format") if key not in options]:
-        raise TrainlabError(f"{' and '.join(missing)} not given; {USAGE}")
+    options = parse_options(argv, KEYS, ("run", "format"), USAGE, example=_example)
     if options["format"] not in FORMATS:
         raise TrainlabError(
             f"format={options['format']} is unknown{did_you_mean(options['format'], [*FORMATS])}; "
@@ -60,6 +47,10 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         )
     tolerance(options)
     return options
+
+
+def _example(arg: str) -> str:
+    return f"run={arg}" if Path(arg).is_dir() else f"format={arg}"
 
 
 def tolerance(options: dict[str, str]) -> float:

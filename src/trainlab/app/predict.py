@@ -34,7 +34,7 @@ from trainlab.app.predict_run import (
 )
 from trainlab.components.data.datasets import DataInfo
 from trainlab.components.data.file_checks import check_file
-from trainlab.errors import TrainlabError, did_you_mean
+from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
 
@@ -50,24 +50,13 @@ ROWS_PER_CHUNK = 4096  # rows sent through the model at once
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """`key=value` arguments into a dict (with defaults); anything else is an error."""
-    options = dict(DEFAULTS)
-    given: set[str] = set()
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            example = f"run={arg}" if Path(arg).is_dir() else f"input={arg}"
-            raise TrainlabError(f"cannot parse '{arg}': write key=value (e.g. {example}); {USAGE}")
-        if key not in KEYS:
-            raise TrainlabError(f"unknown option '{key}'{did_you_mean(key, list(KEYS))}; {USAGE}")
-        if not value:
-            raise TrainlabError(f"{key}= is empty; give a value, e.g. {key}=...; {USAGE}")
-        if key in given:
-            raise TrainlabError(f"{key}= is given twice ({options[key]}, {value}); give it once")
-        options[key] = value
-        given.add(key)
-    if missing := [key for key in ("run", "input") if key not in options]:
-        raise TrainlabError(f"{' and '.join(missing)} not given; {USAGE}")
-    return options
+    from trainlab.app.arguments import parse_options
+
+    return parse_options(argv, KEYS, ("run", "input"), USAGE, defaults=DEFAULTS, example=_example)
+
+
+def _example(arg: str) -> str:
+    return f"run={arg}" if Path(arg).is_dir() else f"input={arg}"
 
 
 @dataclass

@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from trainlab.errors import TrainlabError, did_you_mean
+from trainlab.errors import TrainlabError
 
 log = logging.getLogger("trainlab")
 
@@ -32,25 +32,9 @@ MAX_WAIT_LIMIT_MS = 10_000
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """`key=value` arguments into a dict (with defaults); anything else is an error."""
-    options = dict(DEFAULTS)
-    given: set[str] = set()
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise TrainlabError(f"cannot parse '{arg}': write key=value (e.g. run={arg}); {USAGE}")
-        if key not in KEYS:
-            raise TrainlabError(f"unknown option '{key}'{did_you_mean(key, list(KEYS))}; {USAGE}")
-        if not value:
-            raise TrainlabError(
-                f"{key}= is empty; give a value, e.g. {key}={DEFAULTS.get(key, '...')}"
-            )
-        if key in given:
-            raise TrainlabError(f"{key}= is given twice ({options[key]}, {value}); give it once")
-        options[key] = value
-        given.add(key)
-    if "run" not in options:
-        raise TrainlabError(f"run not given; {USAGE}")
-    return options
+    from trainlab.app.arguments import parse_options
+
+    return parse_options(argv, KEYS, ("run",), USAGE, defaults=DEFAULTS)
 
 
 def whole_number(options: dict[str, str], key: str, low: int, high: int, example: str) -> int:
