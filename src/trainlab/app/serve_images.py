@@ -4,15 +4,13 @@ reads image files (`read_image`), then normalised by the run's `ImageInput`."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from typing import Any
 
 import numpy as np
 import torch
 
-from trainlab.app.serve_requests import IMAGE_FORMATS, RequestError, _field, _kind
+from trainlab.app.serve_requests import RequestError, _field, image_bytes
 from trainlab.components.data.image_folder import ImageInput, read_image
 from trainlab.errors import TrainlabError
 
@@ -38,26 +36,7 @@ class ImageFolderRequests:
         return [self.image(item, _field(batch, at)) for at, item in enumerate(items)]
 
     def image(self, item: Any, where: str) -> torch.Tensor:
-        if not isinstance(item, str):
-            raise RequestError(f"{where}: {_kind(item)}; send a base64 PNG or JPEG image")
-        try:
-            data = base64.b64decode(item, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(
-                f"{where}: not valid base64; send the PNG or JPEG file's bytes base64-encoded"
-            ) from None
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                kind = image.format
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as ex:
-            raise RequestError(
-                f"{where}: not a readable PNG or JPEG image ({type(ex).__name__}); send the "
-                "image file's bytes base64-encoded"
-            ) from None
-        if kind not in IMAGE_FORMATS:
-            raise RequestError(f"{where}: a {kind} image; send a PNG or JPEG")
+        data = image_bytes(item, where)
         try:
             return read_image(io.BytesIO(data), self.inputs.channels, self.inputs.size)
         except TrainlabError:

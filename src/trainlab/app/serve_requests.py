@@ -298,16 +298,9 @@ class ArrayRequests:
     def decode_image(self, text: str, where: str) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(
-                f"{where}: not valid base64; send the PNG or JPEG file's bytes base64-encoded"
-            ) from None
+        data = image_bytes(text, where)
         try:
             with Image.open(io.BytesIO(data)) as image:
-                if image.format not in IMAGE_FORMATS:
-                    raise RequestError(f"{where}: a {image.format} image; send a PNG or JPEG")
                 channels, height, width = self.shape
                 if image.size != (width, height):
                     raise RequestError(
@@ -326,6 +319,32 @@ class ArrayRequests:
 
     def encode(self, items: list[Any], where: str) -> torch.Tensor:
         return self.inputs.encode(np.stack(items).reshape(len(items), *self.shape), where)
+
+
+def image_bytes(text: Any, where: str) -> bytes:
+    """The bytes of a base64 PNG or JPEG file sent as one item; anything else is refused
+    naming the item (`where`)."""
+    if not isinstance(text, str):
+        raise RequestError(f"{where}: {_kind(text)}; send a base64 PNG or JPEG image")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(
+            f"{where}: not valid base64; send the PNG or JPEG file's bytes base64-encoded"
+        ) from None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as ex:
+        raise RequestError(
+            f"{where}: not a readable PNG or JPEG image ({type(ex).__name__}); send the "
+            "image file's bytes base64-encoded"
+        ) from None
+    if kind not in IMAGE_FORMATS:
+        raise RequestError(f"{where}: a {kind} image; send a PNG or JPEG")
+    return data
 
 
 def _finite_number(value: float) -> bool:
