@@ -92,13 +92,10 @@ class Normalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         # One multiply-add per pixel: x / 255 / std - mean / std.
         self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.device not in self._on:
-            self._on[images.device] = (self.scale.to(images.device), self.shift.to(images.device))
-        scale, shift = self._on[images.device]
-        return images.float().mul_(scale).add_(shift)
+        device = images.device  # `.to` of a tensor already there returns it as it is
+        return images.float().mul_(self.scale.to(device)).add_(self.shift.to(device))
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
