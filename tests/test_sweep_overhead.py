@@ -68,3 +68,46 @@ def test_jobs_that_differ_in_shape_are_measured_apart():
     assert key(mlp(128, 0.1)) != key(mlp(256, 0.1))
     assert key(mlp(128, 0.1)) != key(mlp(128, 0.1), batch_size=32)
     assert key(torch.nn.Conv1d(4, 8, 3, stride=1)) != key(torch.nn.Conv1d(4, 8, 3, stride=2))
+
+
+def plain(config) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(config, resolve=False)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        ["optim.lr=0.5", "model.dropout=0.25", "model.hidden_sizes=[512,256]"],
+        ["seed=7", "+optuna_trial={storage:'sqlite:///x.db',study_name:s,number:3}"],
+        ["optim.lr=0.002", "model=cnn"],
+        ["optim=sgd", "optim.momentum=0.5", "trainer.max_epochs=2"],
+        ["hydra.job.name=other", "optim.lr=0.1"],
+        ["~callbacks.early_stopping", "optim.lr=0.1"],
+    ],
+)
+def test_a_job_copied_from_a_composition_equals_hydras_own(loader_and_master, job):
+    loader, master = loader_and_master
+    once = ComposeOnce(loader)
+    hydras = plain(loader.load_sweep_config(master, list(job)))
+    assert plain(once.compose(master, list(job))) == hydras
+    # again, now a copy of the composition kept the first time
+    assert plain(once.compose(master, list(job))) == hydras
+
+
+def test_value_jobs_share_one_composition(loader_and_master):
+    loader, master = loader_and_master
+    once = ComposeOnce(loader)
+    for lr in (0.1, 0.2, 0.3):
+        assert once.compose(master, [f"optim.lr={lr}", "model=cnn"]).optim.lr == lr
+    assert list(once._bases) == [(id(master), ("model=cnn",))]
+
+
+def test_a_value_job_that_does_not_compose_fails_as_hydra_says(loader_and_master):
+    loader, master = loader_and_master
+    once = ComposeOnce(loader)
+    with pytest.raises(ConfigCompositionException, match="Could not override 'optim.nosuch'"):
+        once.compose(master, ["optim.nosuch=1"])
+    with pytest.raises(ConfigCompositionException, match="Could not append to config"):
+        once.compose(master, ["+optim.lr=1"])
