@@ -107,7 +107,20 @@ def test_value_jobs_share_one_composition(loader_and_master):
 def test_a_value_job_that_does_not_compose_fails_as_hydra_says(loader_and_master):
     loader, master = loader_and_master
     once = ComposeOnce(loader)
-    with pytest.raises(ConfigCompositionException, match="Could not override 'optim.nosuch'"):
+    with pytest.raises(ConfigCompositionException, match=r"Could not override 'optim\.nosuch'"):
         once.compose(master, ["optim.nosuch=1"])
     with pytest.raises(ConfigCompositionException, match="Could not append to config"):
         once.compose(master, ["+optim.lr=1"])
+
+
+def test_a_bundled_data_set_is_read_once_and_no_run_changes_another():
+    from trainlab.components.data.datasets import bundled, load_digits
+
+    options = {"val_fraction": 0.15, "test_fraction": 0.15, "scaling": "standard"}
+    first = load_digits(seed=0, **options)
+    first.train.inputs.mul_(0)  # a run scaling its tensors in place
+    second = load_digits(seed=0, **options)
+    assert bundled("digits") is bundled("digits")
+    assert not bundled("digits").data.flags.writeable
+    assert second.train.inputs.abs().sum() > 0
+    assert abs(second.train.inputs.mean().item()) < 1e-6  # standard-scaled afresh

@@ -10,6 +10,7 @@ names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import types
@@ -80,7 +81,7 @@ def check_node(node: Any, key: str, schema: type) -> Any:
     plain = {k: v for k, v in node.items() if k not in INSTANTIATE_KEYS}
     _check_types(plain, key, schema)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
+        merged = OmegaConf.merge(_structured(schema), plain)
     except ConfigKeyError as ex:
         *parents, bad = str(ex.full_key or ex.key).split(".")
         where = _join(key, *parents)
@@ -104,6 +105,13 @@ def check_node(node: Any, key: str, schema: type) -> Any:
     instance = OmegaConf.to_object(merged)
     _check_fields(instance, key)
     return instance
+
+
+@functools.cache
+def _structured(schema: type) -> DictConfig:
+    """`OmegaConf.structured(schema)`, made once a process (a sweep checks many configs):
+    `OmegaConf.merge` copies it before merging into it."""
+    return OmegaConf.structured(schema)
 
 
 def _join(*parts: str) -> str:

@@ -32,6 +32,13 @@ class OptunaPruning(Callback):
 
         self.trial = open_trial(storage, study_name, number, pruner)
         self.monitor = monitor
+        # Epochs before which the pruner never prunes; asking it then would only read
+        # every trial of the study from storage (the median and percentile pruners'
+        # n_warmup_steps, compared with the step as they compare it; none: never).
+        target = str((pruner or {}).get("_target_", "optuna.pruners.NopPruner"))
+        self.never = target.endswith(".NopPruner")
+        warms_up = target.endswith((".MedianPruner", ".PercentilePruner"))
+        self.warmup = int((pruner or {}).get("n_warmup_steps", 0)) if warms_up else 0
 
     def on_validation_end(self, trainer, state) -> None:
         from trainlab.app.sweeps.optuna_study import PRUNED_AT
@@ -43,6 +50,8 @@ class OptunaPruning(Callback):
             )
         value = state.metrics[self.monitor]
         self.trial.report(value, step=state.epoch)
+        if self.never or state.epoch < self.warmup:
+            return
         if self.trial.should_prune():
             self.trial.set_user_attr(PRUNED_AT, state.epoch)
             state.should_stop = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -331,6 +332,17 @@ def split_and_scale(
     )
 
 
+@functools.cache
+def bundled(name: str) -> Any:
+    """scikit-learn's bundled data set `name` (`load_<name>()`), read once a process: a
+    sweep builds many runs of it. Its arrays are read-only, so no run changes another's."""
+    data = getattr(sk_datasets, f"load_{name}")()
+    for value in data.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return data
+
+
 def load_digits(seed: int, augment: dict[str, Any] | None = None, **options: Any) -> DataBundle:
     """scikit-learn's handwritten digits as 1x8x8 images (pixel values 0..16 before scaling).
 
@@ -338,7 +350,7 @@ def load_digits(seed: int, augment: dict[str, Any] | None = None, **options: Any
     models as 8 rows of 8 pixels. `augment` (`shift`, `noise`: see `ImageAugment`) changes
     the training batches only.
     """
-    digits = sk_datasets.load_digits()
+    digits = bundled("digits")
     names = [str(name) for name in digits.target_names]
     augmentation = ImageAugment(**(augment or {}))
     return split_and_scale(
@@ -391,7 +403,7 @@ def load_synthetic(
 
 def load_breast_cancer(seed: int, **options: Any) -> DataBundle:
     """scikit-learn's Wisconsin breast cancer set: 569 rows, 30 features, two classes."""
-    data = sk_datasets.load_breast_cancer()
+    data = bundled("breast_cancer")
     names = [str(name) for name in data.target_names]
     return split_and_scale(
         data.data, data.target, name="breast_cancer", seed=seed, class_names=names, **options
@@ -400,7 +412,7 @@ def load_breast_cancer(seed: int, **options: Any) -> DataBundle:
 
 def load_diabetes(seed: int, target_scaling: str = "standard", **options: Any) -> DataBundle:
     """scikit-learn's diabetes progression set: 442 rows, 10 features, a real target."""
-    data = sk_datasets.load_diabetes()
+    data = bundled("diabetes")
     return split_and_scale(
         data.data,
         data.target,
