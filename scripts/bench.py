@@ -915,6 +915,9 @@ def main() -> None:
     )
     parser.add_argument("--sweep-trials", type=int, default=40, help="with --sweeps")
     parser.add_argument(
+        "--sweep-epochs", type=int, default=2, help="with --sweeps: each trial's epochs"
+    )
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="instead: the server's load test (scripts/bench_serve.py; its own flags there)",

@@ -2,11 +2,13 @@
 
     python scripts/bench.py --sweeps                      # 40 trials each (several minutes)
     python scripts/bench.py --sweeps --sweep-trials 6     # a quick check
+    python scripts/bench.py --sweeps --sweep-epochs 20    # longer trials
 
 Contenders, each a random search over the same space (lr, weight decay, dropout, width)
-of the digits MLP, 2 epochs a trial, batch 64, on the same splits and scaling:
+of the digits MLP, 2 epochs a trial (`--sweep-epochs`), batch 64, on the same splits and
+scaling:
 
-    handwritten   its own process (`python scripts/bench_sweeps.py N`): `study.optimize`
+    handwritten   its own process (`python scripts/bench_sweeps.py N EPOCHS`): `study.optimize`
                   with an objective that trains the MLP by hand (tensors sliced per batch,
                   Adam, validation accuracy), one thread; timed from its launch to its
                   exit, as the trainlab sweeps are, so its imports count as theirs do
@@ -37,22 +39,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 2
+EPOCHS = 2  # a trial's epochs unless --sweep-epochs says otherwise
 QUIET = ["logger=none", "callbacks=none"]
 
 
-def handwritten(n_trials: int) -> dict[str, Any]:
+def handwritten(n_trials: int, epochs: int = EPOCHS) -> dict[str, Any]:
     """The same search written by hand, in a process of its own: seconds from its launch
     to its exit, the median trial's seconds, the best value."""
     launched = time.time()
-    proc = subprocess.run([sys.executable, __file__, str(n_trials)], capture_output=True,
+    proc = subprocess.run([sys.executable, __file__, str(n_trials), str(epochs)],
+                          capture_output=True,
                           text=True, check=False)  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"the hand-written search failed: {proc.stderr[-2000:]}")
     return {**json.loads(proc.stdout.splitlines()[-1]), "seconds": time.time() - launched}
 
 
-def handwritten_search(n_trials: int) -> dict[str, Any]:
+def handwritten_search(n_trials: int, epochs: int = EPOCHS) -> dict[str, Any]:
     """The hand-written search, in this process: what `handwritten` reports."""
     import numpy as np
     import optuna
@@ -92,7 +95,7 @@ def handwritten_search(n_trials: int) -> dict[str, Any]:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         generator = torch.Generator().manual_seed(42)
         accuracy = 0.0
-        for _ in range(EPOCHS):
+        for _ in range(epochs):
             model.train()
             order = torch.randperm(len(x_train), generator=generator)
             for start in range(0, len(order), 64):
@@ -115,21 +118,22 @@ def handwritten_search(n_trials: int) -> dict[str, Any]:
             "trials": n_trials, "np": np.__version__}  # fmt: skip
 
 
-def sweep_command(out: Path, study: str, n_trials: int, extra: list[str]) -> list[str]:
+def sweep_command(out: Path, study: str, n_trials: int, extra: list[str],
+                  epochs: int = EPOCHS) -> list[str]:  # fmt: skip
     return [
         sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=random_mlp",
         f"hydra.sweeper.study_name={study}", f"hydra.sweeper.n_trials={n_trials}",
-        f"trainer.max_epochs={EPOCHS}", f"paths.root_dir={out}", *extra,
+        f"trainer.max_epochs={epochs}", f"paths.root_dir={out}", *extra,
     ]  # fmt: skip
 
 
 def trainlab_sweep(out: Path, study: str, n_trials: int, extra: list[str],
-                   workers: int = 1) -> dict[str, Any]:  # fmt: skip
+                   workers: int = 1, epochs: int = EPOCHS) -> dict[str, Any]:  # fmt: skip
     """Run the sweep command (`workers` processes at once); seconds and the breakdown."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     launched = time.time()
     procs = [
-        subprocess.Popen(sweep_command(out, study, n_trials, extra), cwd=out, env=env,
+        subprocess.Popen(sweep_command(out, study, n_trials, extra, epochs), cwd=out, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(workers)
     ]  # fmt: skip
@@ -160,17 +164,17 @@ def trainlab_sweep(out: Path, study: str, n_trials: int, extra: list[str],
 def run(args: Any) -> dict[str, Any]:
     """Every contender once (`args.sweep_trials` trials each); print the table; return
     the figures."""
-    n_trials = args.sweep_trials
+    n_trials, epochs = args.sweep_trials, args.sweep_epochs
     with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp:
         out = Path(tmp)
-        print(f"sweeps: {n_trials} trials of the digits MLP, {EPOCHS} epochs each", flush=True)
-        hand = handwritten(n_trials)
+        print(f"sweeps: {n_trials} trials of the digits MLP, {epochs} epochs each", flush=True)
+        hand = handwritten(n_trials, epochs)
         print(f"  handwritten: {hand['seconds']:.1f} s", flush=True)
-        full = trainlab_sweep(out, "full", n_trials, [])
+        full = trainlab_sweep(out, "full", n_trials, [], epochs=epochs)
         print(f"  trainlab: {full['seconds']:.1f} s", flush=True)
-        quiet = trainlab_sweep(out, "quiet", n_trials, QUIET)
+        quiet = trainlab_sweep(out, "quiet", n_trials, QUIET, epochs=epochs)
         print(f"  trainlab, logger=none callbacks=none: {quiet['seconds']:.1f} s", flush=True)
-        two = trainlab_sweep(out, "two", n_trials, [], workers=2)
+        two = trainlab_sweep(out, "two", n_trials, [], workers=2, epochs=epochs)
         print(f"  trainlab, 2 workers on one study: {two['seconds']:.1f} s", flush=True)
 
     def per_min(result: dict[str, Any]) -> float:
@@ -202,6 +206,7 @@ def run(args: Any) -> dict[str, Any]:
     return {
         "sweeps": {
             "trials": n_trials,
+            "epochs": epochs,
             "handwritten": hand,
             "trainlab": full,
             "trainlab_quiet": quiet,
@@ -217,4 +222,4 @@ def run(args: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":  # the hand-written contender's process
-    print(json.dumps(handwritten_search(int(sys.argv[1]) if len(sys.argv) > 1 else 40)))
+    print(json.dumps(handwritten_search(*map(int, sys.argv[1:3]))))
