@@ -43,7 +43,7 @@ FORMATS = {
 }
 DEFAULT_TOLERANCE = 1e-5
 INPUT_NAME = "inputs"
-OPSET = 18  # the default opset of torch.onnx in torch 2.13; skl2onnx's graphs use it too
+OPSET = 18  # torch.onnx's default opset in torch 2.13; the table preprocessing graph uses it too
 ROWS_PER_RUN = 256  # rows sent through the artefact at once while verifying
 
 
