@@ -62,4 +62,3 @@ def test_stop_signal_handlers_are_handed_back_after_the_block() -> None:
         assert preemption.requested() is None
     finally:
         signal.signal(signal.SIGTERM, previous)
-

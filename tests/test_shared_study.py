@@ -231,9 +231,9 @@ def check_study(study: optuna.Study, n_trials: int) -> None:
     counts = Counter(json.dumps(t.params, sort_keys=True) for t in trials)
     for params, count in counts.items():
         same = [t for t in trials if json.dumps(t.params, sort_keys=True) == params]
-        assert count == 1 or (
-            count == 2 and same[1].user_attrs.get(RETRY_OF) == same[0].number
-        ), [(t.number, t.state, t.user_attrs.get(RETRY_OF)) for t in same]
+        retried = count == 2 and same[1].user_attrs.get(RETRY_OF) == same[0].number
+        shown = [(t.number, t.state, t.user_attrs.get(RETRY_OF)) for t in same]
+        assert count == 1 or retried, shown
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert study.best_trial.value == max(t.value for t in complete)
 

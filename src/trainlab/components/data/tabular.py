@@ -231,7 +231,7 @@ def load_table(
             max_categories=max_categories, scaling=scaling, target_scaling=target_scaling,
             val_fraction=val_fraction, test_fraction=test_fraction, fold=fold,
             cache_dir=cache_dir, num_workers=num_workers, chunk_rows=chunk_rows, **batching,
-        )
+        )  # fmt: skip
     where = f"data.path={path}"
     if str(path).lower().endswith(NPY_SUFFIXES):
         frame = read_npy(path)
