@@ -59,3 +59,17 @@ def test_process_times_and_start_up(tmp_path) -> None:
     names = {"import hydra, omegaconf", "trainlab --help", "config error"}
     assert set(report["startup"]["seconds"]) == names
     assert report["startup"]["ratio_to_import"]["import hydra, omegaconf"] == 1.0
+
+
+@pytest.mark.slow  # a benchmark run: five processes, each importing torch
+def test_the_sweep_bench_reports_every_contender(tmp_path) -> None:
+    report = bench(tmp_path, "--sweeps", "--sweep-trials", "3", "--sweep-epochs", "1")
+    result = report["sweeps"]
+    assert (result["trials"], result["epochs"]) == (3, 1)
+    for name in ("handwritten", "trainlab", "trainlab_quiet", "trainlab_2_workers"):
+        assert result[name]["trials"] == 3 and result[name]["seconds"] > 0, name
+    # The hand-written loop is a process of its own, timed from launch: its imports count.
+    assert result["handwritten"]["seconds"] > 3 * result["handwritten"]["trial_s"]
+    assert 0 < result["ratio"] < 10
+    assert result["trainlab"]["startup_s"] > 0 and result["trainlab"]["job_s"] > 0
+    assert "per-trial overhead of trainlab -m" in report["printed"]
