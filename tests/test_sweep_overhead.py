@@ -85,6 +85,7 @@ def plain(config) -> dict:
         ["optim=sgd", "optim.momentum=0.5", "trainer.max_epochs=2"],
         ["hydra.job.name=other", "optim.lr=0.1"],
         ["~callbacks.early_stopping", "optim.lr=0.1"],
+        ["callbacks.early_stopping.patience=3", "~callbacks.early_stopping"],
     ],
 )
 def test_a_job_copied_from_a_composition_equals_hydras_own(loader_and_master, job):

@@ -11,11 +11,12 @@ Composing is itself most of a small job's overhead (Hydra reads and merges every
 file again: ~0.3 s on a 2-core machine). The jobs of a search differ from each other in
 values (`optim.lr=0.01 model.dropout=0.25`), not in which config files they are made of.
 So a job's config is composed by Hydra once per set of *structural* overrides (config
-groups such as `model=cnn`, `hydra.*`, deletions) and kept; each job with those takes a
+groups such as `model=cnn`, `hydra.*`) and kept; each job with those takes a
 copy and has its value overrides applied by Hydra's own override code, in their order, as
 a full composition would apply them after merging the files. Its `hydra.overrides.task`
-and `hydra.job.override_dirname` are set as Hydra sets them. tests/test_sweep_overhead.py
-compares such configs with full compositions.
+and `hydra.job.override_dirname` are set as Hydra sets them. A job with a deletion
+(`~key`) is composed whole. tests/test_sweep_overhead.py compares such configs with full
+compositions.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class ComposeOnce:
             self._parser = OverridesParser.create()
         parsed = self._parser.parse_overrides(overrides)
         structural = [o.input_line for o in parsed if not self._is_value(o)]
-        if len(structural) == len(parsed):
+        # A deletion is applied in its place among the value overrides (one before it may
+        # set what it deletes): such a job is composed whole.
+        if len(structural) == len(parsed) or any(o.is_delete() for o in parsed):
             return self._loader.load_sweep_config(master_config, overrides)
         key = (id(master_config), tuple(structural))
         base = self._bases.get(key)
