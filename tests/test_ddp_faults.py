@@ -223,3 +223,24 @@ def test_fsdp_trains_as_ddp_and_its_run_folder_predicts(tmp_path, reference) -> 
     )
     assert predicted.returncode == 0, predicted.stderr
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 6
+
+
+def test_fsdp_accumulating_gradients_trains_as_ddp_does(tmp_path) -> None:
+    """trainer.accumulate_grad_batches=2: DDP skips its all-reduce and FSDP defers its
+    reduce-scatter on the first batch of each step; both end at the same weights."""
+    finals = []
+    for strategy in ("ddp", "fsdp"):
+        cwd = tmp_path / strategy
+        cwd.mkdir()
+        done = devices_run(
+            cwd, *COMMAND, f"trainer.strategy={strategy}", "trainer.accumulate_grad_batches=2"
+        )
+        assert done.returncode == 0, done.stderr
+        (folder,) = runs(cwd)
+        finals.append(final_state(folder))
+    (ddp_weights, ddp_metrics), (fsdp_weights, fsdp_metrics) = finals
+    assert ddp_metrics["steps"] == fsdp_metrics["steps"] == 2 * 2  # 4 batches a epoch, 2 a step
+    for split in ("val", "test"):
+        for name, value in fsdp_metrics[split].items():
+            assert value == pytest.approx(ddp_metrics[split][name], abs=1e-5), name
+    assert all(torch.allclose(fsdp_weights[k], ddp_weights[k], atol=1e-5) for k in ddp_weights)

@@ -9,10 +9,11 @@ so a single process (and `--help`) never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -260,6 +261,22 @@ def shard_model(model: torch.nn.Module) -> torch.nn.Module:
             fully_shard(child)
     fully_shard(model)
     return model
+
+
+@contextlib.contextmanager
+def gradients_kept_local(model: torch.nn.Module) -> Iterator[None]:
+    """Backward without syncing the gradients over the processes (the micro-batches of an
+    accumulated step before its last): DDP's `no_sync`; an FSDP model defers its
+    reduce-scatter, keeping unsharded gradients until the step's last backward."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        with model.no_sync():
+            yield
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

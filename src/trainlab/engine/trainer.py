@@ -171,10 +171,11 @@ class Trainer:
             self.model.train()
             step_loss, step_batches = None, 0
             for inputs, targets in train.epoch(epoch, start=state.batch_in_epoch):
-                # Accumulating: the gradients are averaged over the processes only on the
-                # step's last batch (the others skip DDP's all-reduce).
-                if self.ddp is not None and not self._steps_after(state.batch_in_epoch + 1):
-                    with self.ddp.no_sync():
+                # Accumulating: the gradients are synced over the processes only on the
+                # step's last batch (the others skip DDP's all-reduce, FSDP's reduce-scatter).
+                if self.world_size > 1 and not self._steps_after(state.batch_in_epoch + 1):
+                    synced = self.ddp if self.ddp is not None else self.model
+                    with distributed.gradients_kept_local(synced):
                         loss = self._forward_backward(inputs, targets)
                 else:
                     loss = self._forward_backward(inputs, targets)
