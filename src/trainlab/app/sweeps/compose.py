@@ -75,10 +75,11 @@ class ComposeOnce:
         if self._parser is None:
             self._parser = OverridesParser.create()
         parsed = self._parser.parse_overrides(overrides)
-        structural = [o.input_line for o in parsed if not self._is_value(o)]
+        values = [o for o in parsed if self._is_value(o)]
+        structural = [o.input_line for o in parsed if o not in values]
         # A deletion is applied in its place among the value overrides (one before it may
         # set what it deletes): such a job is composed whole.
-        if len(structural) == len(parsed) or any(o.is_delete() for o in parsed):
+        if not values or any(o.is_delete() for o in parsed):
             return self._loader.load_sweep_config(master_config, overrides)
         key = (id(master_config), tuple(structural))
         base = self._bases.get(key)
@@ -86,8 +87,7 @@ class ComposeOnce:
             base = self._loader.load_sweep_config(master_config, structural)
             self._bases[key] = base
         config = copy.deepcopy(base)
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if self._is_value(o)],
-                                                    config)  # fmt: skip
+        ConfigLoaderImpl._apply_overrides_to_config(values, config)
         app = [o for o in parsed if not o.is_hydra_override()]
         naming = config.hydra.job.config.override_dirname
         config.hydra.overrides.task = [o.input_line for o in app]
