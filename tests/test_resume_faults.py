@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, read_metrics, train_cli, train_command, train_env
+from conftest import (
+    compose_config,
+    read_metrics,
+    train_cli,
+    train_command,
+    train_env,
+    train_in_process,
+)
 
 from trainlab.app.experiment import run
 from trainlab.app.run_files import check_folder_path
@@ -317,7 +324,9 @@ def comparable(metrics: dict) -> dict:
 @pytest.fixture(scope="module")
 def reference_metrics(tmp_path_factory) -> dict:
     cwd = tmp_path_factory.mktemp("reference")
-    assert train_cli(*COMMAND, *SIGNAL, cwd=cwd).returncode == 0
+    # In this process: the same numbers as the command's (a run sets its own threads and
+    # seeds), without the start-up of one more process.
+    assert train_in_process(*COMMAND, *SIGNAL, cwd=cwd).returncode == 0
     (folder,) = (cwd / "outputs" / "runs").iterdir()
     return comparable(read_metrics(folder))
 
