@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import io
 import json
 import os
@@ -40,12 +42,41 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 
 def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -> DictConfig:
-    """The config `python train.py OVERRIDES` would run, writing into `output_dir`."""
+    """The config `python train.py OVERRIDES` would run, writing into `output_dir`.
+
+    Hydra composes the config files once a test process per set of structural overrides
+    (config groups, deletions); value overrides (`optim.lr=0.1`) are applied to a copy by
+    Hydra's own override code, as a sweep composes its jobs (trainlab.app.sweeps.compose;
+    tests/test_sweep_overhead.py checks that both give Hydra's config).
+    """
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from trainlab.app.sweeps.compose import is_value
+
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(
-            config_name="train", overrides=[*overrides, f"paths.output_dir={output_dir}"]
-        )
+    parsed = _override_parser().parse_overrides([*overrides, f"paths.output_dir={output_dir}"])
+    values = [o for o in parsed if is_value(o, GROUPS)]
+    if any(o.is_delete() for o in parsed):  # composed whole: see ComposeOnce.compose
+        values = []
+    structural = tuple(o.input_line for o in parsed if o not in values)
+    if structural not in _COMPOSED:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            _COMPOSED[structural] = compose(config_name="train", overrides=list(structural))
+    config = copy.deepcopy(_COMPOSED[structural])
+    ConfigLoaderImpl._apply_overrides_to_config(values, config)
+    return config
+
+
+# compose_config's compositions, by their structural overrides.
+_COMPOSED: dict[tuple[str, ...], DictConfig] = {}
+GROUPS = frozenset(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
+
+
+@functools.cache
+def _override_parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
 
 
 @pytest.fixture

@@ -125,3 +125,23 @@ def test_a_bundled_data_set_is_read_once_and_no_run_changes_another():
     assert not bundled("digits").data.flags.writeable
     assert second.train.inputs.abs().sum() > 0
     assert abs(second.train.inputs.mean().item()) < 1e-6  # standard-scaled afresh
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("optim.lr=0.5", "trainer.max_epochs=1", "+callbacks.fault._target_=fault_parts.SignalAt"),
+        ("model=cnn", "optim=sgd", "optim.momentum=0.5", "seed=3"),
+        ("callbacks.early_stopping.patience=3", "~callbacks.early_stopping"),
+    ],
+)
+def test_the_tests_compose_config_gives_hydras_config(overrides):
+    """conftest.compose_config copies compositions as sweeps do: what Hydra composes."""
+    from conftest import compose_config
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        hydras = compose("train", [*overrides, "paths.output_dir=somewhere"])
+    for _ in range(2):  # composed, then copied from the kept composition
+        assert plain(compose_config(*overrides, output_dir="somewhere")) == plain(hydras)

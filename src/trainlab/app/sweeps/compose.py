@@ -22,7 +22,7 @@ compositions.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -101,27 +101,31 @@ class ComposeOnce:
         return config
 
     def _is_value(self, override: Override) -> bool:
-        """Whether `override` only sets a value (composed by copying a composition)."""
-        if (
-            override.is_delete()
-            or override.package is not None
-            or override.is_hydra_override()
-            or override.is_sweep_override()
-        ):
-            return False
-        key = override.key_or_group
-        if "/" in key:
-            return False
-        if "." in key:  # a config group's name never holds a dot
-            return True
         if self._groups is None:
             self._groups = set(self._loader.list_groups(""))
-        return key not in self._groups
+        return is_value(override, self._groups)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # unpickling looks up dunders before _loader is set
             raise AttributeError(name)
         return getattr(self._loader, name)
+
+
+def is_value(override: Override, groups: Collection[str]) -> bool:
+    """Whether `override` only sets a value, given the top-level config `groups`: what a
+    copy of a composition can take (not a config group, a package, `hydra.*`, a sweep or a
+    deletion)."""
+    if (
+        override.is_delete()
+        or override.package is not None
+        or override.is_hydra_override()
+        or override.is_sweep_override()
+    ):
+        return False
+    key = override.key_or_group
+    if "/" in key:
+        return False
+    return "." in key or key not in groups  # a config group's name never holds a dot
 
 
 def compose_once(hydra_context: HydraContext) -> HydraContext:
