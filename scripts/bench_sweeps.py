@@ -47,9 +47,8 @@ def handwritten(n_trials: int, epochs: int = EPOCHS) -> dict[str, Any]:
     """The same search written by hand, in a process of its own: seconds from its launch
     to its exit, the median trial's seconds, the best value."""
     launched = time.time()
-    proc = subprocess.run([sys.executable, __file__, str(n_trials), str(epochs)],
-                          capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    command = [sys.executable, __file__, str(n_trials), str(epochs)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"the hand-written search failed: {proc.stderr[-2000:]}")
     return {**json.loads(proc.stdout.splitlines()[-1]), "seconds": time.time() - launched}
