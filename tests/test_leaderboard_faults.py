@@ -49,6 +49,7 @@ def test_grid_with_a_failed_job_still_writes_the_leaderboard(failing_grid) -> No
     # The other jobs ran; the sweep ends with the failure's line and a non-zero status.
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {REASON}"
+    assert "Error executing job" not in proc.stderr  # Hydra's own notice, not ours
     rows = {row["run"]: row for row in read_board(sweep)}
     assert sorted(rows) == ["0", "1", "2", "3"]
     assert [rows[r]["status"] for r in "0123"] == ["complete", "complete", "complete", "failed"]

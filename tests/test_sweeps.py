@@ -353,6 +353,7 @@ def test_grid_sweep_runs_every_job_then_reports_the_failure(tmp_path: Path) -> N
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: optim.lr=-1.0 is out of range: it must be > 0, e.g. optim.lr=0.001"
     )
+    assert "Error executing job" not in proc.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert not (sweep / "0").exists()
     assert read_metrics(sweep / "1")["epochs"] == 1

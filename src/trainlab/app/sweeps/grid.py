@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from trainlab.app.run_files import lock_run_folder
@@ -154,7 +155,10 @@ def run_grid(sweeper: TrainlabGridSweeper, arguments: list[str]) -> list[Any]:
         returns.append(sweeper.launcher.launch(batch, initial_job_idx=group[0]))
     for results in returns:
         for result in results:
-            _ = result.return_value  # raises the job's error: the first failure ends the sweep
+            # The first failure ends the sweep with its error (read from the result, not
+            # through `return_value`, which first writes Hydra's own multi-line notice).
+            if result.status == JobStatus.FAILED:
+                raise result._return_value
     return returns
 
 
