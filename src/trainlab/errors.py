@@ -166,6 +166,32 @@ def _composition_line(text: str, cause: str) -> str | None:
             )
         if value.startswith("{") and "Cannot merge" in cause:
             return f"{add}{key}={value} has the wrong type: {key} takes a list, e.g. {key}=[a,b]"
+    if found := re.match(r"Could not delete from config\. '([^']+)' does not exist", text):
+        key = found.group(1)
+        return f"~{key} deletes a key the config does not have: check its spelling"
+    if found := re.match(
+        r"Could not delete from config\. The value of '([^']+)' is (.*) and not (.*)\.$", text
+    ):
+        key, value, given = found.groups()
+        return (
+            f"~{key}={given} deletes {key} only when it is {given}, and it is {value}: "
+            f"write ~{key} to delete it whatever its value"
+        )
+    if found := re.match(r"Could not override '([^'@.]+)@([^']*)'", text):
+        group, package = found.groups()
+        return (
+            f"{group}@{package}=... moves config group '{group}' to package '{package}', which "
+            f"this config does not take: choose the option alone, e.g. {group}=<option>"
+        )
+    if found := re.match(r"Could not append to config\. An item is already at '([^']+)'", text):
+        key = found.group(1)
+        lines = text.splitlines()
+        given = next((w.split("'")[1] for w in lines if "remove + prefix" in w and "'" in w), "")
+        value = given.split("=", 1)[1] if "=" in given else "..."
+        return (
+            f"+{key}={value} adds a key the config already has: set it without the '+': "
+            f"{key}={value}"
+        )
     return None
 
 
