@@ -345,6 +345,7 @@ OVERRIDE_MISTAKES = [
     (["~optim.foo"], "~optim.foo deletes a key the config does not have: check its spelling"),
     (["~optim.lr=5"], "~optim.lr=5 deletes optim.lr only when it is 5, and it is 0.001: write"),
     (["model@x=mlp"], "model@x=... moves config group 'model' to package 'x', which this config"),
+    (["=3"], "an override lacks its key before '=': write key=value, e.g. optim.lr=0.01"),
 ]
 
 

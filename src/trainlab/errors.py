@@ -121,6 +121,8 @@ def one_line(ex: BaseException) -> str:
             f"unknown config group '{group}'; groups are the folders of configs/ "
             "(data, model, loss, optim, sched, trainer, callbacks, logger, experiment, debug)"
         )
+    if isinstance(ex, ValueError) and str(ex).startswith("Config group override must be"):
+        return "an override lacks its key before '=': write key=value, e.g. optim.lr=0.01"
     if isinstance(ex, OverrideParseException):
         return (
             f"cannot parse the override: {_first_line(str(ex))} "
