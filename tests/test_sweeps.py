@@ -314,6 +314,25 @@ def test_interrupted_study_resumes_and_retries_the_cut_trial(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------- failures
+def test_a_study_whose_every_trial_failed_ends_with_one_line_and_status_2(tmp_path) -> None:
+    """A setting every job shares is wrong: each trial fails, and the sweep says so at the
+    end (exit status 2), not as a finished search."""
+    proc = train_cli(
+        "-m", "hparams_search=random_mlp", "hydra.sweeper.study_name=broken",
+        "hydra.sweeper.n_trials=2", "trainer.max_epochs=-1", *QUICK, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    reason = "trainer.max_epochs=-1 is out of range: it must be >= 1, e.g. trainer.max_epochs=30"
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: every trial of study 'broken' failed; trial 0: {reason} (fix it, then run "
+        "again with a new hydra.sweeper.study_name=...)"
+    )
+    assert "A new study created" not in proc.stderr  # Optuna's own line: the sweep says it
+    trials = load_study(tmp_path, "broken").trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert (sweep_dir(tmp_path, "broken") / "optuna_results.yaml").is_file()
+
+
 @pytest.mark.slow
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
     proc = train_cli(

@@ -16,6 +16,7 @@ one database (hydra.sweeper.storage), or twice on one machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -160,7 +161,33 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     results = summarize(study, config, shown_url, parser)
     write_yaml_atomic(results, sweep_dir / RESULTS_FILE)
     log_results(results, sweep_dir / RESULTS_FILE)
+    check_some_trial_finished(study)
     return results
+
+
+def check_some_trial_finished(study: optuna.Study) -> None:
+    """A study whose every trial failed (a setting every job shares is wrong, say) ends
+    the sweep as a failure: one line with the first trial's reason, exit status 2."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        return
+    first = next((t for t in trials if t.user_attrs.get(FAIL_REASON)), trials[0])
+    raise ConfigError(
+        f"every trial of study '{study.study_name}' failed; trial {first.number}: "
+        f"{first.user_attrs.get(FAIL_REASON, 'no reason recorded')} (fix it, then run again "
+        "with a new hydra.sweeper.study_name=...)"
+    )
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own INFO lines (to stderr) held back for the block."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def ask_trials(
@@ -198,9 +225,10 @@ def open_study(
         study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
     except KeyError:  # no such study yet
         try:
-            study = optuna.create_study(
-                study_name=sweeper.study_name, storage=storage, direction=direction
-            )
+            with quiet_optuna():  # its "A new study created" line: the sweep says its own
+                study = optuna.create_study(
+                    study_name=sweeper.study_name, storage=storage, direction=direction
+                )
         except optuna.exceptions.DuplicatedStudyError:  # another worker made it just now
             study = optuna.load_study(study_name=sweeper.study_name, storage=storage)
     if study.direction.name.lower() != direction:
