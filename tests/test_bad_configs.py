@@ -152,6 +152,20 @@ TYPES = [
     (["model.activation=true"], "model.activation=True has the wrong type: expected a string"),
     (["data=csv", "data.path=t.csv", "data.target=true"], "data.target=True has the wrong type"),
     (["data=csv", "data.path=t.csv", "data.target=y", "data.categorical=[true]"], "[True]"),
+    # A block for a list field, beside data.train's block: the line names the list field.
+    (
+        [
+            "data=dataset",
+            "data.train._target_=user_datasets.DigitsDataset",
+            "data.input_shape={a:1}",
+        ],
+        "data.input_shape={'a': 1} has the wrong type",
+    ),
+    # A number outside a field's choices of numbers.
+    (
+        ["data=image_folder", "data.path=photos", "data.channels=-5"],
+        "data.channels=-5 is not allowed",
+    ),
 ]
 
 
@@ -245,7 +259,12 @@ def test_cross_validation_is_validated_before_it_starts(tmp_path: Path) -> None:
 # --- the words: fuzzing every shipped schema ------------------------------------------------
 # The values a command line can give, as Hydra parses them.
 WRONG = [True, False, "abc", [1, 2], [True], {"a": 1}, None, math.nan, math.inf, -5, 1.5, ""]
-COMPANIONS = {"csv": ["data.path=t.csv", "data.target=y"], "text": ["data.path=t.csv"]}
+COMPANIONS = {
+    "csv": ["data.path=t.csv", "data.target=y"],
+    "text": ["data.path=t.csv"],
+    "image_folder": ["data.path=photos"],
+    "dataset": ["data.train._target_=user_datasets.DigitsDataset"],
+}
 
 
 def shipped_options() -> dict[str, tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class TrainlabError(Exception):
@@ -38,8 +38,8 @@ class Preempted(TrainlabError):
 MOVED_KEYS = {"trainer.num_workers": "data.num_workers"}
 
 
-def did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+def did_you_mean(word: str, candidates: list[Any]) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -93,8 +93,9 @@ def check_node(node: Any, key: str, schema: type) -> Any:
         # An item of a list field is reported by index (`hidden_sizes[0]`): name the field.
         # A block given to a list field comes without a key: the field holding a block.
         name = re.sub(r"\[\d+\]", "", str(ex.full_key or ex.key or ""))
-        if name in ("", "None"):
-            name = next(k for k, v in plain.items() if isinstance(v, (dict, DictConfig)))
+        if name in ("", "None"):  # the block given to a list field, not one a field takes
+            blocks = [k for k, v in plain.items() if isinstance(v, (dict, DictConfig))]
+            name = next((k for k in blocks if _takes_a_list(schema, k)), blocks[0])
         *parents, last = name.split(".")
         value: Any = plain
         for part in name.split("."):
@@ -174,6 +175,14 @@ def _shown(value: Any) -> str:
     """A value as the message shows it, cut short if long."""
     text = "null" if value is None else repr(_plain(value))
     return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _takes_a_list(schema: type, name: str) -> bool:
+    """Whether field `name` of `schema` takes a list (or a tuple), perhaps or null."""
+    hint = get_type_hints(schema).get(name)
+    return any(
+        h in (list, tuple) or get_origin(h) in (list, tuple) for h in (hint, *get_args(hint))
+    )
 
 
 def _blocks(schema: type) -> dict[str, type]:
