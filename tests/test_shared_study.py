@@ -371,8 +371,9 @@ def test_the_dashboard_serves_the_study_on_localhost(
                 assert time.monotonic() < deadline, "the dashboard never answered"
                 time.sleep(0.2)
         assert response.status_code == 200
-        (listed,) = response.json()["study_summaries"]
-        assert listed["study_name"] == f"watched-{backend}"
+        # (The PostgreSQL database is the session's: other tests' studies may be there too.)
+        summaries = response.json()["study_summaries"]
+        (listed,) = [s for s in summaries if s["study_name"] == f"watched-{backend}"]
         detail = httpx.get(
             f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}?after=0", timeout=30
         ).json()
