@@ -45,20 +45,19 @@ def compose_config(*overrides: str, output_dir: Path | str = "unused-run-dir") -
     """The config `python train.py OVERRIDES` would run, writing into `output_dir`.
 
     Hydra composes the config files once a test process per set of structural overrides
-    (config groups, deletions); value overrides (`optim.lr=0.1`) are applied to a copy by
-    Hydra's own override code, as a sweep composes its jobs (trainlab.app.sweeps.compose;
-    tests/test_sweep_overhead.py checks that both give Hydra's config).
+    (config groups; with a deletion, all of them); value overrides (`optim.lr=0.1`) are
+    applied to a copy by Hydra's own override code, as a sweep composes its jobs
+    (trainlab.app.sweeps.compose; tests/test_sweep_overhead.py checks both give Hydra's
+    config).
     """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from trainlab.app.sweeps.compose import is_value
+    from trainlab.app.sweeps.compose import split_overrides
 
     register_resolvers()
     parsed = _override_parser().parse_overrides([*overrides, f"paths.output_dir={output_dir}"])
-    values = [o for o in parsed if is_value(o, GROUPS)]
-    if any(o.is_delete() for o in parsed):  # composed whole: see ComposeOnce.compose
-        values = []
-    structural = tuple(o.input_line for o in parsed if o not in values)
+    values, lines = split_overrides(parsed, GROUPS)
+    structural = tuple(lines)
     if structural not in _COMPOSED:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             _COMPOSED[structural] = compose(config_name="train", overrides=list(structural))

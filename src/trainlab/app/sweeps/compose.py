@@ -74,12 +74,11 @@ class ComposeOnce:
 
         if self._parser is None:
             self._parser = OverridesParser.create()
+        if self._groups is None:
+            self._groups = set(self._loader.list_groups(""))
         parsed = self._parser.parse_overrides(overrides)
-        values = [o for o in parsed if self._is_value(o)]
-        structural = [o.input_line for o in parsed if o not in values]
-        # A deletion is applied in its place among the value overrides (one before it may
-        # set what it deletes): such a job is composed whole.
-        if not values or any(o.is_delete() for o in parsed):
+        values, structural = split_overrides(parsed, self._groups)
+        if not values:
             return self._loader.load_sweep_config(master_config, overrides)
         key = (id(master_config), tuple(structural))
         base = self._bases.get(key)
@@ -100,32 +99,42 @@ class ComposeOnce:
         OmegaConf.copy_cache(from_config=master_config, to_config=config)
         return config
 
-    def _is_value(self, override: Override) -> bool:
-        if self._groups is None:
-            self._groups = set(self._loader.list_groups(""))
-        return is_value(override, self._groups)
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # unpickling looks up dunders before _loader is set
             raise AttributeError(name)
         return getattr(self._loader, name)
 
 
-def is_value(override: Override, groups: Collection[str]) -> bool:
-    """Whether `override` only sets a value, given the top-level config `groups`: what a
-    copy of a composition can take (not a config group, a package, `hydra.*`, a sweep or a
-    deletion)."""
-    if (
-        override.is_delete()
-        or override.package is not None
-        or override.is_hydra_override()
-        or override.is_sweep_override()
-    ):
-        return False
-    key = override.key_or_group
-    if "/" in key:
-        return False
-    return "." in key or key not in groups  # a config group's name never holds a dot
+def split_overrides(
+    parsed: Sequence[Override], groups: Collection[str]
+) -> tuple[list[Override], list[str]]:
+    """The overrides that only set a value, and the input lines of the others (those a
+    composition is made of), given the top-level config `groups`.
+
+    A value override is none of: a config group, a package, `hydra.*`, a sweep, a key-less
+    override. With a deletion among them there is no value override: a deletion is applied
+    in its place among the value overrides (one before it may set what it deletes), so the
+    whole job is composed by Hydra.
+    """
+    if any(o.is_delete() for o in parsed):
+        return [], [o.input_line for o in parsed]
+    values: list[Override] = []
+    structural: list[str] = []
+    for override in parsed:
+        key = override.key_or_group
+        structure = (
+            override.package is not None
+            or override.is_hydra_override()
+            or override.is_sweep_override()
+            or not key
+            or "/" in key
+            or ("." not in key and key in groups)  # a config group's name never holds a dot
+        )
+        if structure:
+            structural.append(override.input_line)
+        else:
+            values.append(override)
+    return values, structural
 
 
 def compose_once(hydra_context: HydraContext) -> HydraContext:
