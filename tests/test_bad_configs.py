@@ -356,20 +356,3 @@ def test_the_command_ends_in_one_line_and_writes_nothing(tmp_path, args, words) 
     assert line.startswith("error: ") and words in line, line
     assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
-
-
-# --- Hydra's override mistakes, in a user's words --------------------------------------------
-OVERRIDE_MISTAKES = [
-    (["+optim.lr=0.1"], "+optim.lr=0.1 adds a key the config already has"),
-    (["~optim.foo"], "~optim.foo deletes a key the config does not have: check its spelling"),
-    (["~optim.lr=5"], "~optim.lr=5 deletes optim.lr only when it is 5, and it is 0.001: write"),
-    (["model@x=mlp"], "model@x=... moves config group 'model' to package 'x', which this config"),
-    (["=3"], "an override lacks its key before '=': write key=value, e.g. optim.lr=0.01"),
-]
-
-
-@pytest.mark.parametrize(
-    ("overrides", "words"), OVERRIDE_MISTAKES, ids=[o[0] for o, _ in OVERRIDE_MISTAKES]
-)
-def test_an_override_mistake_says_how_to_write_it(overrides: list[str], words: str) -> None:
-    assert words in refusal(*overrides)

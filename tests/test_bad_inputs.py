@@ -28,6 +28,12 @@ CASES = [
     (["optim=adamm"], "unknown option optim=adamm (did you mean 'adam'?)"),
     (["+trainer.epochs=3"], "unknown config key 'trainer.epochs'"),
     (["optim.lr=0.1=2"], "cannot parse the override"),
+    # Hydra's override mistakes, in a user's words
+    (["+optim.lr=0.1"], "+optim.lr=0.1 adds a key the config already has: set it without"),
+    (["~optim.foo"], "~optim.foo deletes a key the config does not have: check its spelling"),
+    (["~optim.lr=5"], "~optim.lr=5 deletes optim.lr only when it is 5, and it is 0.001: write"),
+    (["model@x=mlp"], "model@x=... moves config group 'model' to package 'x', which this config"),
+    (["=3"], "an override lacks its key before '=': write key=value, e.g. optim.lr=0.01"),
     # wrong types
     (["optim.lr=abc"], "optim.lr='abc' has the wrong type: expected a number"),
     (["trainer.max_epochs=ten"], "trainer.max_epochs='ten' has the wrong type"),
