@@ -145,3 +145,33 @@ def test_the_tests_compose_config_gives_hydras_config(overrides):
         hydras = compose("train", [*overrides, "paths.output_dir=somewhere"])
     for _ in range(2):  # composed, then copied from the kept composition
         assert plain(compose_config(*overrides, output_dir="somewhere")) == plain(hydras)
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_the_pruner_is_asked_from_its_first_epoch_after_the_warm_up(tmp_path, warmup):
+    """Skipping the pruner during `n_warmup_steps` stops no trial it would have stopped:
+    a trial far behind the others is stopped at the first epoch the pruner may judge."""
+    import optuna
+
+    from trainlab.app.sweeps.pruning import OptunaPruning
+    from trainlab.engine.trainer import TrainState
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for _ in range(3):  # peers that reached 0.9 at every epoch
+        peer = study.ask()
+        for step in range(5):
+            peer.report(0.9, step)
+        study.tell(peer, 0.9)
+    number = study.ask().number
+    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1,
+              "n_warmup_steps": warmup}  # fmt: skip
+    callback = OptunaPruning(url, "s", number, "val/acc", pruner)
+    stopped_at = None
+    for epoch in range(5):
+        state = TrainState(epoch=epoch, metrics={"val/acc": 0.1})
+        callback.on_validation_end(None, state)
+        if state.should_stop:
+            stopped_at = epoch
+            break
+    assert stopped_at == warmup
