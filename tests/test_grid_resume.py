@@ -159,3 +159,41 @@ def test_a_killed_grid_runs_only_its_missing_jobs_when_run_again(tmp_path: Path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "resuming sweep" not in third.stdout
     assert len(list(multirun.iterdir())) == 2
+
+
+@pytest.mark.slow  # a real grid sweep stopped with SIGTERM mid-job, then run again: ~1 min
+def test_a_stop_signal_stops_a_grid_at_once_and_its_job_resumes_from_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (a scheduler's preemption) stops the grid in its running job, with that job's
+    checkpoint: no later job starts, the job is not recorded as failed, and the same
+    command continues it from its last.pt."""
+    args = ("optim.lr=0.01,0.02,0.03", "trainer.max_epochs=400", "data.batch_size=128",
+            "logger=none", "model.hidden_sizes=[32]")  # fmt: skip
+    proc = subprocess.Popen(
+        train_command("-m", *args, cwd=tmp_path), cwd=tmp_path, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    multirun = tmp_path / "outputs" / "multirun"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(multirun.glob("*/0/checkpoints/last.pt")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    (sweep,) = multirun.iterdir()
+    assert out.strip().splitlines()[-1] == (
+        f"stopped: SIGTERM while training; run the same command again: the sweep resumes, "
+        f"{sweep / '0'} from its checkpoints/last.pt"
+    )
+    assert "job 1 started" not in out and not (sweep / "1").exists()
+    assert json.loads((sweep / ".job-0.json").read_text())["status"] == "running"
+
+    again = train_cli("-m", *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming sweep {sweep}: no job has a result yet; running 0, 1, 2" in again.stdout
+    assert f"resuming from {sweep / '0' / 'checkpoints' / 'last.pt'}" in again.stdout
+    assert list(multirun.iterdir()) == [sweep]
+    assert all((sweep / str(n) / "metrics.json").is_file() for n in range(3))

@@ -33,6 +33,10 @@ class Preempted(TrainlabError):
     label = "stopped"
     exit_code = 143
 
+    def __init__(self, message: str, signal_name: str = "SIGTERM") -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
 
 # Settings that moved: an old command line gets the new name, not "unknown key".
 MOVED_KEYS = {"trainer.num_workers": "data.num_workers"}

@@ -189,11 +189,23 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if isinstance(ex, SystemExit):
                 raise
             _remove_if_empty(cfg)
+            if isinstance(ex, Preempted) and _in_multirun():
+                # A sweep's job stopped by a signal stops the sweep, as Ctrl-C does: Hydra's
+                # job runner and the launcher let a `Stopped` through (the job is not
+                # recorded as failed, and no other job starts).
+                from trainlab.engine.preemption import Stopped
+
+                stop = Stopped(ex.signal_name)
+                stop.how = resume_hint(cfg)
+                raise stop from ex
             if not isinstance(ex, (Exception, KeyboardInterrupt)):
                 ex.run_folder = _output_dir(cfg)  # a stop signal (`Stopped`): `main` says so
+                if _in_multirun():
+                    ex.how = resume_hint(cfg)
                 raise
             if isinstance(ex, KeyboardInterrupt):
                 if _in_multirun():
+                    ex.how = resume_hint(cfg)
                     raise
                 exit_stopped(ex, cfg)
             if _verbose() and not isinstance(ex, Preempted):  # a stop keeps its status
@@ -212,6 +224,18 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return wrapper
 
 
+def resume_hint(cfg: Any) -> str:
+    """How to go on after a sweep stopped in this job: the same command resumes it."""
+    from trainlab.app.runs import LAST
+
+    folder = _output_dir(cfg)
+    if "optuna_trial" in cfg:
+        return "run the same command again: the study resumes, and this trial runs again"
+    if folder is not None and (folder / LAST).is_file():
+        return f"run the same command again: the sweep resumes, {folder} from its {LAST}"
+    return "run the same command again: the sweep resumes, and this job runs again"
+
+
 def exit_stopped(ex: BaseException, cfg: Any) -> NoReturn:
     """End a command stopped by a signal outside the training loop: one line saying where
     it stopped and how to continue; status 130 for SIGINT, 143 for SIGTERM / SIGUSR1."""
@@ -222,7 +246,9 @@ def exit_stopped(ex: BaseException, cfg: Any) -> NoReturn:
     name = "SIGINT" if interrupted else ex.signal_name
     folder = _output_dir(cfg) if cfg is not None else getattr(ex, "run_folder", None)
     where = f"{name} while {preemption.phase}"
-    if folder is not None and (folder / "metrics.json").is_file():
+    if getattr(ex, "how", None):
+        how = ex.how
+    elif folder is not None and (folder / "metrics.json").is_file():
         how = f"the run had finished: its results are in {folder / 'metrics.json'}"
     elif folder is not None and (folder / LAST).is_file():
         how = f"{folder} keeps {LAST}: to finish the run, run the same command with resume=auto"

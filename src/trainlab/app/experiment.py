@@ -350,7 +350,7 @@ def train_and_test(exp: Experiment) -> tuple[dict[str, float], Any, Path | None]
         state = trainer.fit(exp.train, exp.val)
         late = preemption.requested() if state.stopped_by is None else None
     if state.stopped_by is not None:
-        raise Preempted(stopped_message(exp, state))
+        raise Preempted(stopped_message(exp, state), state.stopped_by)
     preemption.phase = "testing"
     if late is not None:  # after the loop's last look: the checkpoints are written
         raise preemption.Stopped(late)

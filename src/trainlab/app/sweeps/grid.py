@@ -139,10 +139,12 @@ def run_grid(sweeper: TrainlabGridSweeper, arguments: list[str]) -> list[Any]:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     lock_run_folder(sweep_dir.absolute())
     done = finished_jobs(sweep_dir, jobs)
-    if done:
+    if done or (sweep_dir / "multirun.yaml").is_file():  # an earlier run of this sweep
         todo = [n for n in range(len(jobs)) if n not in done]
+        skipped = f"skipping jobs {_numbers(done)} (they have results)" if done else (
+            "no job has a result yet")  # fmt: skip
         print(
-            f"resuming sweep {sweep_dir}: skipping jobs {_numbers(done)} (they have results); "
+            f"resuming sweep {sweep_dir}: {skipped}; "
             f"running {_numbers(todo) or 'nothing'} (resume=none: a new sweep)",
             flush=True,
         )
