@@ -6,7 +6,7 @@ The settings (the search space, every config value a trial uses apart from the s
 keys, the sampler and the pruner with their options) are kept as a user attribute of the
 study; a sweep whose settings differ stops with one line, unless
 `hydra.sweeper.continue_with_changes=true` says to go on (the study then keeps the new
-settings). `n_trials`, `n_jobs`, the launcher and the folders may change freely.
+settings). `n_trials`, `n_jobs`, `workers`, the launcher and the folders may change freely.
 """
 
 from __future__ import annotations

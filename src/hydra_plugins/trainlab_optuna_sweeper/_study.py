@@ -47,6 +47,7 @@ from hydra_plugins.trainlab_optuna_sweeper._search_space import (
 )
 from hydra_plugins.trainlab_optuna_sweeper._settings import check_settings, study_settings
 from hydra_plugins.trainlab_optuna_sweeper._workers import (
+    WAIT_POLL_S,
     DeadTrials,
     Heartbeats,
     ask_lock,
@@ -89,7 +90,12 @@ PRUNERS = {
 }
 
 
-def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str, Any]:
+def run_study(
+    sweeper: TrainlabOptunaSweeper, arguments: list[str], forked: bool = False
+) -> dict[str, Any]:
+    """The loop above; `forked`: as a worker forked by the sweep process (workers > 1),
+    which says the study's state, waits for the others' trials and writes the results:
+    this one stops once nothing is left to ask."""
     config = sweeper.config
     assert config is not None and sweeper.hydra_context is not None
     check_options(sweeper)
@@ -125,16 +131,40 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
     settings = study_settings(sweeper, space, config)
     with ask_lock(with_driver(url), sweeper.study_name):
         study = open_study(sweeper, storage, shown_url, direction, settings)
+    # A shared database's URL (maybe with a password) stays out of the printed overrides:
+    # jobs read it from hydra.sweeper.storage.
+    block = {"storage": None if sweeper.storage else url, "study_name": sweeper.study_name}
+    block["pruner"] = pruner
+    if forked:
+        run_trials(sweeper, study, storage, space, fixed, block, url, dead, forked=True)
+        return {}
     write_yaml_atomic(OmegaConf.to_container(config), sweep_dir / "multirun.yaml")
     log.info(
         f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
         f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
         f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
     )
-    # A shared database's URL (maybe with a password) stays out of the printed overrides:
-    # jobs read it from hydra.sweeper.storage.
-    block = {"storage": None if sweeper.storage else url, "study_name": sweeper.study_name}
-    block["pruner"] = pruner
+    run_trials(sweeper, study, storage, space, fixed, block, url, dead)
+    results = summarize(study, config, shown_url, parser)
+    write_yaml_atomic(results, sweep_dir / RESULTS_FILE)
+    log_results(results, sweep_dir / RESULTS_FILE)
+    check_some_trial_finished(study)
+    return results
+
+
+def run_trials(
+    sweeper: TrainlabOptunaSweeper,
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    space: dict[str, BaseDistribution],
+    fixed: dict[str, str],
+    block: dict[str, Any],
+    url: str,
+    dead: DeadTrials,
+    forked: bool = False,
+) -> None:
+    """Ask, run and tell until the study has n_trials; then (unless `forked`) wait while
+    other workers' trials run, running a dead one's trial again here."""
     me = worker_id()
     waiting_said = False
     with Heartbeats(storage, sweeper.heartbeat_interval) as beats:
@@ -148,7 +178,7 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
                     beats.remove(trial_id(storage, study.study_name, trial.number))
                 continue
             others = running_elsewhere(study, me)
-            if not others:
+            if not others or forked:
                 break
             if not waiting_said:
                 log.info(
@@ -157,12 +187,7 @@ def run_study(sweeper: TrainlabOptunaSweeper, arguments: list[str]) -> dict[str,
                     "again here)"
                 )
                 waiting_said = True
-            time.sleep(sweeper.heartbeat_interval)
-    results = summarize(study, config, shown_url, parser)
-    write_yaml_atomic(results, sweep_dir / RESULTS_FILE)
-    log_results(results, sweep_dir / RESULTS_FILE)
-    check_some_trial_finished(study)
-    return results
+            time.sleep(min(sweeper.heartbeat_interval, WAIT_POLL_S))
 
 
 def check_some_trial_finished(study: optuna.Study) -> None:
@@ -269,6 +294,30 @@ def check_options(sweeper: TrainlabOptunaSweeper) -> None:
         if not (isinstance(value, int) and value >= 1):
             raise ConfigError(f"hydra.sweeper.{name}={value!r} must be an integer >= 1")
     make_sampler(sweeper, sweeper.seed)  # checks the sampler's arguments
+
+
+def check_workers(sweeper: TrainlabOptunaSweeper) -> None:
+    """hydra.sweeper.workers: a whole number, above 1 only where this process can fork
+    and the launcher runs jobs in it."""
+    import os
+
+    workers = sweeper.workers
+    if not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+        raise ConfigError(f"hydra.sweeper.workers={workers!r} must be an integer >= 1")
+    if workers == 1:
+        return
+    launcher = type(sweeper.launcher).__name__
+    if launcher != "BasicLauncher":
+        raise ConfigError(
+            f"hydra.sweeper.workers={workers} forks workers that run jobs themselves, but "
+            f"hydra/launcher runs them ({launcher}): use its own parallelism "
+            "(hydra.sweeper.n_jobs, a SLURM array) or drop hydra.sweeper.workers"
+        )
+    if not hasattr(os, "fork"):
+        raise ConfigError(
+            f"hydra.sweeper.workers={workers} needs fork, which this system lacks: start "
+            "the same command once per worker instead (they share the study)"
+        )
 
 
 def check_keys(space: dict[str, BaseDistribution], config: DictConfig) -> None:

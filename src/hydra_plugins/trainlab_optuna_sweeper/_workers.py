@@ -18,9 +18,11 @@ are alive are never disturbed: only their own process fails or tells their trial
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import socket
+import sys
 import threading
 import warnings
 import zlib
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 # States a trial is in once some worker took it (or queued it to run again).
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+# With nothing left to ask, a worker looks this often whether the others' trials ended.
+WAIT_POLL_S = 1.0
+# Seconds a forked worker has to stop its trial once its parent passed a stop on.
+STRAGGLER_S = 60
 
 
 def check_heartbeat(heartbeat_interval: Any, grace_period: Any) -> None:
@@ -250,3 +256,94 @@ def _lock_engine(url: str) -> Any:
     if url not in _engines:
         _engines[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     return _engines[url]
+
+
+# ---------------------------------------------------------------- workers on this machine
+def fork_workers(count: int, work: Any) -> list[int]:
+    """Start `count - 1` more workers on this machine: forked from this process, each runs
+    `work()` (its part of the study's loop) in a process group of its own and exits with
+    its status.
+
+    Forked once the slow imports are done (torch, torchmetrics, scikit-learn: most of a
+    sweep's start-up), so the workers start at once; no thread, database connection or
+    TensorBoard writer is open yet to be shared. Each trains with its share of the cores.
+    A child's own line reaches stderr only for what the parent cannot also see: the
+    settings' and the study's errors are the parent's to say.
+    """
+    from trainlab.app.sweeps.jobs import WARM_IMPORTS
+    from trainlab.engine import threads
+
+    for name in WARM_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    threads.share_cores(count)
+    children: list[int] = []
+    try:
+        for _ in range(count - 1):
+            pid = os.fork()
+            if pid == 0:  # the child: never returns into Hydra (no leaderboard, no exit hooks)
+                os._exit(_run_child(work))
+            children.append(pid)
+    except BaseException as ex:  # a stop signal meanwhile: the ones forked stop too
+        wait_workers(children, ending=ex)
+        raise
+    return children
+
+
+def _run_child(work: Any) -> int:
+    from trainlab.engine.preemption import Stopped
+    from trainlab.errors import ConfigError, one_line
+
+    os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which passes it on once
+    try:
+        work()
+        status = 0
+    except KeyboardInterrupt:
+        status = 130
+    except Stopped:
+        status = 143
+    except ConfigError:
+        status = 2  # the same settings and study: the parent's line says it
+    except BaseException as ex:
+        print(f"error: sweep worker {os.getpid()}: {one_line(ex)}", file=sys.stderr)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return status
+
+
+def wait_workers(children: list[int], ending: BaseException | None) -> None:
+    """Wait for the forked workers. A parent ending early (Ctrl-C, a stop signal, an
+    error) passes the signal on first, so each stops its trial as a sweep does; one still
+    running `STRAGGLER_S` later is killed (its trial then runs again when resumed)."""
+    import signal
+    import time
+
+    from trainlab.engine.preemption import Stopped
+
+    if ending is not None:
+        if isinstance(ending, KeyboardInterrupt):
+            number = signal.SIGINT
+        elif isinstance(ending, Stopped):
+            number = getattr(signal, ending.signal_name, signal.SIGTERM)
+        else:
+            number = signal.SIGTERM
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+    deadline = None if ending is None else time.monotonic() + STRAGGLER_S
+    for pid in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG if deadline is not None else 0)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.1)
+        code = os.waitstatus_to_exitcode(status) if done else 0
+        if ending is None and code not in (0, 2):
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else (
+                f"ended with exit status {code}")  # fmt: skip
+            log.warning(f"sweep worker {pid} {how}; the others ran its trials")

@@ -22,6 +22,11 @@ class TrainlabOptunaSweeperConf:
     n_trials: int = 20
     # Trials handed to the launcher at once (2 or more: parallel with hydra/launcher=joblib).
     n_jobs: int = 1
+    # Sweep processes on this machine sharing the study, each running one trial at a time
+    # on its share of the cores: forked from this one after its imports (so they start at
+    # once), with the basic launcher on Linux or macOS. Like several workers on one study,
+    # trials then run in no fixed order, so a seeded search's results vary run to run.
+    workers: int = 1
     # minimize | maximize | auto (from the objective's name, as callbacks' mode=auto does).
     direction: str = "auto"
     # The study's name in storage; running the same name again resumes it.

@@ -35,6 +35,7 @@ class TrainlabOptunaSweeper(Sweeper):
         continue_with_changes: bool = False,
         heartbeat_interval: int = 10,
         grace_period: int = 60,
+        workers: int = 1,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -57,6 +58,7 @@ class TrainlabOptunaSweeper(Sweeper):
         self.continue_with_changes = continue_with_changes
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        self.workers = workers
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
@@ -75,6 +77,21 @@ class TrainlabOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         """Run the study to `n_trials` trials; return what optuna_results.yaml holds."""
-        from hydra_plugins.trainlab_optuna_sweeper._study import run_study
+        from hydra_plugins.trainlab_optuna_sweeper._study import check_workers, run_study
+        from hydra_plugins.trainlab_optuna_sweeper._workers import fork_workers, wait_workers
+        from trainlab.engine.preemption import Stopped
 
-        return run_study(self, arguments)
+        check_workers(self)
+        children: list[int] = []
+        try:
+            if self.workers > 1:
+                work = lambda: run_study(self, arguments, forked=True)  # noqa: E731
+                children = fork_workers(self.workers, work)
+            results = run_study(self, arguments)
+        except BaseException as ex:
+            wait_workers(children, ending=ex)
+            if isinstance(ex, (KeyboardInterrupt, Stopped)) and not getattr(ex, "how", None):
+                ex.how = "run the same command again: the study resumes where it stopped"
+            raise
+        wait_workers(children, ending=None)
+        return results

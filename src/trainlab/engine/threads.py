@@ -30,6 +30,8 @@ from torch import nn
 # torch's own choice (the cores this process may use, or OMP_NUM_THREADS), before any
 # run of this process changed it: the most threads `auto` tries.
 DEFAULT_THREADS = torch.get_num_threads()
+# Processes of one command sharing this machine's cores (a sweep's forked workers).
+_sharing = 1
 # A count within this fraction of the fastest is as good: fewer threads leave cores to
 # the rest of the machine and stall less when it gets busy.
 TIE = 0.05
@@ -104,16 +106,23 @@ def work_key(
     return repr((layers, repr(loss_fn), shapes, type(optimizer), fused, precision, cores))
 
 
+def share_cores(processes: int) -> None:
+    """This process and `processes - 1` others of the same command (a sweep's forked
+    workers) train side by side here: each is given its share of the cores."""
+    global _sharing
+    _sharing = max(int(processes), 1)
+
+
 def available_cores() -> int:
     """The cores this process may train on: those it may run on (its affinity, at most
     torch's default), shared with the other processes of a run on this machine
-    (`LOCAL_WORLD_SIZE`, as torchrun sets it); at least one."""
+    (`LOCAL_WORLD_SIZE`, as torchrun sets it, or a sweep's workers); at least one."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity call
         cores = os.cpu_count() or 1
     cores = min(cores, DEFAULT_THREADS)
-    processes = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1), 1)
+    processes = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1), _sharing, 1)
     return max(cores // processes, 1)
 
 
