@@ -16,6 +16,8 @@ scaling:
                   every trial a Hydra job with the default callbacks and TensorBoard)
     trainlab, 2 workers   the same command twice at once on one study (SQLite in its
                   folder), `--sweep-trials` trials in all
+    trainlab, workers=2   one command with `hydra.sweeper.workers=2`: a second worker forked
+                  once the imports are done, each on one core
 
 Reported: trials per minute over the whole command (process start-up included), the
 ratio to the hand-written loop, and the per-trial overhead in seconds against it, cut into
@@ -41,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2  # a trial's epochs unless --sweep-epochs says otherwise
 QUIET = ["logger=none", "callbacks=none"]
+FORKED = ["hydra.sweeper.workers=2"]
 
 
 def handwritten(n_trials: int, epochs: int = EPOCHS) -> dict[str, Any]:
@@ -150,7 +153,8 @@ def trainlab_sweep(out: Path, study: str, n_trials: int, extra: list[str],
     starts = [r["started_at"] for r in records]
     # Between one job's end and the next one's start, in a single worker: the sweeper's
     # ask and tell, Hydra's config composition and job setup, the leaderboard.
-    gaps = [b - a for a, b in zip(ends, starts[1:], strict=False)] if workers == 1 else []
+    one_worker = workers == 1 and "hydra.sweeper.workers=2" not in extra
+    gaps = [b - a for a, b in zip(ends, starts[1:], strict=False)] if one_worker else []
     return {
         "seconds": seconds,
         "trials": len(done),
@@ -175,6 +179,8 @@ def run(args: Any) -> dict[str, Any]:
         print(f"  trainlab, logger=none callbacks=none: {quiet['seconds']:.1f} s", flush=True)
         two = trainlab_sweep(out, "two", n_trials, [], workers=2, epochs=epochs)
         print(f"  trainlab, 2 workers on one study: {two['seconds']:.1f} s", flush=True)
+        forked = trainlab_sweep(out, "forked", n_trials, FORKED, epochs=epochs)
+        print(f"  trainlab, hydra.sweeper.workers=2: {forked['seconds']:.1f} s", flush=True)
 
     def per_min(result: dict[str, Any]) -> float:
         return 60 * result["trials"] / result["seconds"]
@@ -182,7 +188,8 @@ def run(args: Any) -> dict[str, Any]:
     base = per_min(hand)
     rows = [("handwritten Optuna loop", hand), ("trainlab -m", full),
             ("trainlab -m, logger=none callbacks=none", quiet),
-            ("trainlab -m, 2 workers, one study", two)]  # fmt: skip
+            ("trainlab -m, 2 workers, one study", two),
+            ("trainlab -m hydra.sweeper.workers=2", forked)]  # fmt: skip
     print("\n| contender | trials | seconds | trials/min | vs handwritten |")
     print("|---|---|---|---|---|")
     for name, result in rows:
@@ -201,7 +208,8 @@ def run(args: Any) -> dict[str, Any]:
     print(f"  inside the job beyond the training  {in_job:.2f} s, of which TensorBoard and "
           f"the callbacks {logging_s:.2f} s")  # fmt: skip
     print(f"workers: {per_min(full):.1f} trials/min with 1, {per_min(two):.1f} with 2 "
-          f"({per_min(two) / per_min(full):.2f}x)")  # fmt: skip
+          f"commands ({per_min(two) / per_min(full):.2f}x), {per_min(forked):.1f} with "
+          f"hydra.sweeper.workers=2 ({per_min(forked) / per_min(full):.2f}x)")  # fmt: skip
     return {
         "sweeps": {
             "trials": n_trials,
@@ -210,6 +218,8 @@ def run(args: Any) -> dict[str, Any]:
             "trainlab": full,
             "trainlab_quiet": quiet,
             "trainlab_2_workers": two,
+            "trainlab_workers_2": forked,
+            "ratio_workers_2": per_min(forked) / base,
             "ratio": per_min(full) / base,
             "overhead_s": overhead,
             "overhead_startup_s": startup,

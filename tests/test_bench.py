@@ -28,7 +28,7 @@ def bench(tmp_path, *arguments: str) -> dict:
     return json.loads(report.read_text()) | {"printed": result.stdout}
 
 
-@pytest.mark.slow  # a benchmark run: five processes, each importing torch
+@pytest.mark.slow  # a benchmark run: six processes, each importing torch
 def test_throughput_of_every_contender(tmp_path) -> None:
     report = bench(
         tmp_path,
@@ -61,12 +61,18 @@ def test_process_times_and_start_up(tmp_path) -> None:
     assert report["startup"]["ratio_to_import"]["import hydra, omegaconf"] == 1.0
 
 
-@pytest.mark.slow  # a benchmark run: five processes, each importing torch
+@pytest.mark.slow  # a benchmark run: six processes, each importing torch
 def test_the_sweep_bench_reports_every_contender(tmp_path) -> None:
     report = bench(tmp_path, "--sweeps", "--sweep-trials", "3", "--sweep-epochs", "1")
     result = report["sweeps"]
     assert (result["trials"], result["epochs"]) == (3, 1)
-    for name in ("handwritten", "trainlab", "trainlab_quiet", "trainlab_2_workers"):
+    for name in (
+        "handwritten",
+        "trainlab",
+        "trainlab_quiet",
+        "trainlab_2_workers",
+        "trainlab_workers_2",
+    ):
         assert result[name]["trials"] == 3 and result[name]["seconds"] > 0, name
     # The hand-written loop is a process of its own, timed from launch: its imports count.
     assert result["handwritten"]["seconds"] > 3 * result["handwritten"]["trial_s"]

@@ -64,3 +64,21 @@ def test_missing_folder_is_one_line(tmp_path) -> None:
     )
     assert result.returncode == 1 and result.stderr.startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_rewrite_reads_again_what_changed_and_rows_are_not_shared(tmp_path) -> None:
+    """A sweep rewrites the leaderboard after each job from what it read before: a run that
+    got its result meanwhile (or a new one) shows, and one build's rows change no other."""
+    import shutil
+
+    from trainlab.app.sweeps.leaderboard import build_leaderboard
+
+    make_run(tmp_path, "0", ["optim.lr=0.1"], "val/acc", 0.80)
+    make_run(tmp_path, "1", ["optim.lr=0.01"])
+    first = build_leaderboard(tmp_path)
+    assert [(r["run"], r["status"]) for r in first] == [("0", "complete"), ("1", "no result")]
+    first[0]["value"] = -1.0  # a caller's edit stays in its rows
+    shutil.rmtree(tmp_path / "1")
+    make_run(tmp_path, "1", ["optim.lr=0.01"], "val/acc", 0.95)
+    again = build_leaderboard(tmp_path)
+    assert [(r["run"], r["value"]) for r in again] == [("1", 0.95), ("0", 0.80)]
