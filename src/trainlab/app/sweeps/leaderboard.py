@@ -51,12 +51,12 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     return dict(cached[1])
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         info = path.stat()
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
+    return info.st_ino, info.st_mtime_ns, info.st_size  # a file replaced is another inode
 
 
 def _read_run(run_dir: Path, root: Path) -> dict[str, Any]:
