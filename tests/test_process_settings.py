@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from trainlab.engine import preemption
 
 # Every module a library user may import, engine to app.
@@ -62,3 +64,27 @@ def test_stop_signal_handlers_are_handed_back_after_the_block() -> None:
         assert preemption.requested() is None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # on purpose
+def test_a_stop_whose_exception_was_swallowed_is_raised_at_the_next_check() -> None:
+    """A stop signal raises where the process is; in a __del__ or a weakref callback (the
+    garbage collector's), Python prints "Exception ignored" and goes on. The stop is kept
+    and raised again between a sweep's jobs and before training, or it would be lost (a
+    sweep under load trained on to its end after SIGTERM)."""
+
+    class Collected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # the handler runs here, inside __del__
+
+    handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    with preemption.stops_raise():
+        Collected()  # collected at once: its __del__ swallows the Stopped
+        with pytest.raises(preemption.Stopped, match="SIGTERM"):
+            preemption.raise_if_stopped()
+        with pytest.raises(preemption.Stopped, match="SIGTERM"), preemption.handled():
+            raise AssertionError("training must not start after a stop")
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+    with preemption.stops_raise():  # the next command starts with no stop
+        preemption.raise_if_stopped()

@@ -72,6 +72,7 @@ from trainlab.app.sweeps.optuna_study import (
     trial_id,
     with_driver,
 )
+from trainlab.engine import preemption
 from trainlab.errors import ConfigError, did_you_mean, one_line
 
 if TYPE_CHECKING:
@@ -93,9 +94,9 @@ PRUNERS = {
 def run_study(
     sweeper: TrainlabOptunaSweeper, arguments: list[str], forked: bool = False
 ) -> dict[str, Any]:
-    """The loop above; `forked`: as a worker forked by the sweep process (workers > 1),
-    which says the study's state, waits for the others' trials and writes the results:
-    this one stops once nothing is left to ask."""
+    """The loop above. `forked`: this process is a worker the sweep process forked
+    (workers > 1). The sweep process says the study's state, waits for the others' trials
+    and writes the results; a forked worker only runs trials until none is left to ask."""
     config = sweeper.config
     assert config is not None and sweeper.hydra_context is not None
     check_options(sweeper)
@@ -169,6 +170,7 @@ def run_trials(
     waiting_said = False
     with Heartbeats(storage, sweeper.heartbeat_interval) as beats:
         while True:
+            preemption.raise_if_stopped()  # a stop whose exception something swallowed
             with ask_lock(with_driver(url), sweeper.study_name):
                 fail_dead_trials(study, dead)
                 trials = ask_trials(sweeper, study, storage, space, me, beats)

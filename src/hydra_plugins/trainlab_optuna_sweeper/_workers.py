@@ -277,6 +277,8 @@ def fork_workers(count: int, work: Any) -> list[int]:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     threads.share_cores(count)
+    sys.stdout.flush()  # what is buffered now would be written by every worker
+    sys.stderr.flush()
     children: list[int] = []
     try:
         for _ in range(count - 1):

@@ -80,6 +80,7 @@ class TrainlabOptunaSweeper(Sweeper):
         from hydra_plugins.trainlab_optuna_sweeper._study import check_workers, run_study
         from hydra_plugins.trainlab_optuna_sweeper._workers import fork_workers, wait_workers
         from trainlab.engine.preemption import Stopped
+        from trainlab.engine.threads import share_cores
 
         check_workers(self)
         children: list[int] = []
@@ -93,5 +94,7 @@ class TrainlabOptunaSweeper(Sweeper):
             if isinstance(ex, (KeyboardInterrupt, Stopped)) and not getattr(ex, "how", None):
                 ex.how = "run the same command again: the study resumes where it stopped"
             raise
+        finally:
+            share_cores(1)  # this process's later runs (a caller's) have the cores again
         wait_workers(children, ending=None)
         return results

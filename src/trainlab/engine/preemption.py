@@ -34,15 +34,51 @@ class Stopped(BaseException):
         self.signal_name = signal_name
 
 
+# The stop signal (or SIGINT) that raised under `stops_raise()`. The exception a handler
+# raises lands wherever the process is, and where that is a weakref callback or a __del__
+# (garbage collection), Python prints "Exception ignored" and goes on: so the signal is
+# kept, and `raise_if_stopped()` raises it again at the next safe point.
+_seen: str | None = None
+
+
 def _raise(signum: int, frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
+    global _seen
+    _seen = signal.Signals(signum).name
+    raise Stopped(_seen)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    global _seen
+    _seen = "SIGINT"
+    raise KeyboardInterrupt
+
+
+def raise_if_stopped() -> None:
+    """Raise again a stop (or Ctrl-C) that arrived under `stops_raise()` and whose exception
+    was swallowed; called between a sweep's jobs and before training starts."""
+    if _seen == "SIGINT":
+        raise KeyboardInterrupt
+    if _seen is not None:
+        raise Stopped(_seen)
 
 
 @contextmanager
 def stops_raise() -> Iterator[None]:
-    """Within the block (a whole command), a stop signal raises `Stopped`."""
-    with _stop_signals_call(_raise):
-        yield
+    """Within the block (a whole command), a stop signal raises `Stopped`, and Ctrl-C
+    KeyboardInterrupt as usual; both are raised again at the next `raise_if_stopped()`
+    should the first be swallowed."""
+    global _seen
+    _seen = None
+    interrupt_before = None
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        interrupt_before = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        with _stop_signals_call(_raise):
+            yield
+    finally:
+        if interrupt_before is not None:
+            signal.signal(signal.SIGINT, interrupt_before)
 
 
 def _record(signum: int, frame: object) -> None:
@@ -60,6 +96,7 @@ def handled() -> Iterator[None]:
     """Within the block, a stop signal is recorded instead of ending the process (one the
     loop did not act on is still `requested()` at the block's end: the caller's to raise)."""
     global _received
+    raise_if_stopped()  # one that came before, its exception swallowed
     _received = None
     try:
         with _stop_signals_call(_record):

@@ -28,6 +28,7 @@ from trainlab.app.run_files import lock_run_folder
 from trainlab.app.runs import LAST, is_unfinished
 from trainlab.app.sweeps import jobs as job_records
 from trainlab.app.sweeps.compose import check_jobs
+from trainlab.engine import preemption
 from trainlab.errors import ConfigError, TrainlabError
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ def run_grid(sweeper: TrainlabGridSweeper, arguments: list[str]) -> list[Any]:
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
     returns = []
     for group in _groups([n for n in range(len(jobs)) if n not in done], sweeper.max_batch_size):
+        preemption.raise_if_stopped()  # a stop whose exception something swallowed
         batch = [_continued(jobs[n], sweep_dir / str(n)) for n in group]
         check_jobs(sweeper.hydra_context, config, batch)
         returns.append(sweeper.launcher.launch(batch, initial_job_idx=group[0]))

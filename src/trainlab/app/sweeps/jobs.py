@@ -61,9 +61,12 @@ def read_records(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 def job_started(config: DictConfig) -> dict[str, Any]:
     """Record and print the start of this job; return the record."""
+    from trainlab.engine import preemption
+
     for name in WARM_IMPORTS:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    preemption.raise_if_stopped()  # a stop swallowed while importing (garbage collection)
     sweep_dir = Path(config.hydra.sweep.dir)
     run_dir = Path(config.hydra.runtime.output_dir)
     record = {
