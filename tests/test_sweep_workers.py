@@ -123,21 +123,29 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
 
 
 def wait_for_running(cwd: Path, name: str, proc: subprocess.Popen, count: int) -> list:
-    """The study's RUNNING trials once `count` of them run at once (each past its start)."""
+    """The study's RUNNING trials once `count` of them run at once (each past its start).
+
+    Reads the study through one storage, five times a second: a new connection every few
+    milliseconds would hold SQLite's lock against the sweep itself."""
     deadline = time.monotonic() + 240
     db = cwd / "outputs" / "sweeps" / name / "optuna.db"
+    storage = None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        if not db.exists():
-            continue
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        time.sleep(0.2)
         try:
-            running = study_of(cwd, name).get_trials(states=(TrialState.RUNNING,))
+            if storage is None and db.exists():
+                storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+            if storage is None:
+                continue
+            study = optuna.load_study(study_name=name, storage=storage)
+            running = study.get_trials(states=(TrialState.RUNNING,))
         except Exception:  # the study is being created
             continue
         if len(running) >= count and all(WORKER in t.user_attrs for t in running):
             return running
-    raise AssertionError(f"never {count} trials running at once")
+    out = proc.communicate(timeout=60)[0] if proc.poll() is not None else "(still running)"
+    raise AssertionError(f"never {count} trials running at once; exit {proc.returncode}: {out}")
 
 
 @pytest.mark.slow  # a sweep whose forked worker is killed mid-trial: 20-40 s
