@@ -54,6 +54,8 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.slow  # a sweep process and its forked worker: 15 s (the default suite forks
+# in test_sweeps' every-trial-failed study)
 def test_two_workers_forked_here_take_exactly_n_trials_each_once(tmp_path: Path) -> None:
     proc = train_cli(
         "-m", *QUICK, "hydra.sweeper.workers=2", "hydra.sweeper.study_name=pair",

@@ -316,10 +316,12 @@ def test_interrupted_study_resumes_and_retries_the_cut_trial(tmp_path: Path) -> 
 # ---------------------------------------------------------------------------- failures
 def test_a_study_whose_every_trial_failed_ends_with_one_line_and_status_2(tmp_path) -> None:
     """A setting every job shares is wrong: each trial fails, and the sweep says so at the
-    end (exit status 2), not as a finished search."""
+    end (exit status 2), not as a finished search. With a forked worker too (workers=2):
+    the worker ends quietly and the sweep process says it once."""
     proc = train_cli(
         "-m", "hparams_search=random_mlp", "hydra.sweeper.study_name=broken",
-        "hydra.sweeper.n_trials=1", "trainer.max_epochs=-1", *QUICK, cwd=tmp_path,
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.workers=2", "trainer.max_epochs=-1",
+        *QUICK, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2
     reason = "trainer.max_epochs=-1 is out of range: it must be >= 1, e.g. trainer.max_epochs=30"
@@ -329,7 +331,8 @@ def test_a_study_whose_every_trial_failed_ends_with_one_line_and_status_2(tmp_pa
     )
     assert "A new study created" not in proc.stderr  # Optuna's own line: the sweep says it
     trials = load_study(tmp_path, "broken").trials
-    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert proc.stderr.count("every trial of study") == 1 and "sweep worker" not in proc.stderr
     assert (sweep_dir(tmp_path, "broken") / "optuna_results.yaml").is_file()
 
 
