@@ -18,7 +18,6 @@ are alive are never disturbed: only their own process fails or tells their trial
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -270,12 +269,10 @@ def fork_workers(count: int, work: Any) -> list[int]:
     A child's own line reaches stderr only for what the parent cannot also see: the
     settings' and the study's errors are the parent's to say.
     """
-    from trainlab.app.sweeps.jobs import WARM_IMPORTS
+    from trainlab.app.sweeps.jobs import warm_up
     from trainlab.engine import threads
 
-    for name in WARM_IMPORTS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    warm_up()
     threads.share_cores(count)
     sys.stdout.flush()  # what is buffered now would be written by every worker
     sys.stderr.flush()
@@ -323,29 +320,28 @@ def wait_workers(children: list[int], ending: BaseException | None) -> None:
 
     from trainlab.engine.preemption import Stopped
 
-    if ending is not None:
-        if isinstance(ending, KeyboardInterrupt):
-            number = signal.SIGINT
-        elif isinstance(ending, Stopped):
-            number = getattr(signal, ending.signal_name, signal.SIGTERM)
-        else:
-            number = signal.SIGTERM
+    if ending is None:  # the study is done: each worker ends once nothing is left to ask
         for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, number)
-    deadline = None if ending is None else time.monotonic() + STRAGGLER_S
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code not in (0, 2):  # 2: a settings error, the parent's line says it
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else (
+                    f"ended with exit status {code}")  # fmt: skip
+                log.warning(f"sweep worker {pid} {how}; the others ran its trials")
+        return
+    if isinstance(ending, KeyboardInterrupt):
+        number = signal.SIGINT
+    elif isinstance(ending, Stopped):
+        number = getattr(signal, ending.signal_name, signal.SIGTERM)
+    else:
+        number = signal.SIGTERM
     for pid in children:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG if deadline is not None else 0)
-            if done:
-                break
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+    deadline = time.monotonic() + STRAGGLER_S
+    for pid in children:
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.1)
-        code = os.waitstatus_to_exitcode(status) if done else 0
-        if ending is None and code not in (0, 2):
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else (
-                f"ended with exit status {code}")  # fmt: skip
-            log.warning(f"sweep worker {pid} {how}; the others ran its trials")

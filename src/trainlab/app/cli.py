@@ -198,15 +198,14 @@ def report_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 stop = Stopped(ex.signal_name)
                 stop.how = resume_hint(cfg)
                 raise stop from ex
+            stopped = not isinstance(ex, Exception)  # Ctrl-C, or a stop signal (`Stopped`)
+            if stopped and _in_multirun():
+                ex.how = resume_hint(cfg)  # the sweep ends; its line says how to go on
+                raise
             if not isinstance(ex, (Exception, KeyboardInterrupt)):
-                ex.run_folder = _output_dir(cfg)  # a stop signal (`Stopped`): `main` says so
-                if _in_multirun():
-                    ex.how = resume_hint(cfg)
+                ex.run_folder = _output_dir(cfg)  # `main` says where it stopped
                 raise
             if isinstance(ex, KeyboardInterrupt):
-                if _in_multirun():
-                    ex.how = resume_hint(cfg)
-                    raise
                 exit_stopped(ex, cfg)
             if _verbose() and not isinstance(ex, Preempted):  # a stop keeps its status
                 raise

@@ -59,13 +59,19 @@ def read_records(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r.get("job", 0))
 
 
+def warm_up() -> None:
+    """Import what every job imports, so a job's wall time is its own (and forked
+    workers start with it done)."""
+    for name in WARM_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
 def job_started(config: DictConfig) -> dict[str, Any]:
     """Record and print the start of this job; return the record."""
     from trainlab.engine import preemption
 
-    for name in WARM_IMPORTS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
+    warm_up()
     preemption.raise_if_stopped()  # a stop swallowed while importing (garbage collection)
     sweep_dir = Path(config.hydra.sweep.dir)
     run_dir = Path(config.hydra.runtime.output_dir)
