@@ -153,7 +153,9 @@ def wait_for_running(cwd: Path, name: str, proc: subprocess.Popen, count: int) -
 @pytest.mark.slow  # a sweep whose forked worker is killed mid-trial: 20-40 s
 def test_a_killed_forked_worker_s_trial_runs_again_in_the_parent(tmp_path: Path) -> None:
     proc = start(tmp_path, "hydra.sweeper.workers=2", "hydra.sweeper.study_name=cut",
-                 "hydra.sweeper.n_trials=6", "trainer.max_epochs=8")  # fmt: skip
+                 "hydra.sweeper.n_trials=6", "trainer.max_epochs=60")  # fmt: skip
+    # 60 epochs a trial (seconds): the trial seen running is still the one running when the
+    # signal lands, however loaded the machine.
     running = wait_for_running(tmp_path, "cut", proc, 2)
     (victim,) = [t for t in running if pid_of(t.user_attrs[WORKER]) != proc.pid]
     os.kill(pid_of(victim.user_attrs[WORKER]), signal.SIGKILL)
@@ -172,7 +174,7 @@ def test_a_killed_forked_worker_s_trial_runs_again_in_the_parent(tmp_path: Path)
 @pytest.mark.slow  # a sweep stopped with Ctrl-C and resumed: 30-60 s
 def test_ctrl_c_stops_every_worker_and_the_command_resumes(tmp_path: Path) -> None:
     args = ("hydra.sweeper.workers=2", "hydra.sweeper.study_name=stop",
-            "hydra.sweeper.n_trials=6", "trainer.max_epochs=8")  # fmt: skip
+            "hydra.sweeper.n_trials=6", "trainer.max_epochs=60")  # fmt: skip
     proc = start(tmp_path, *args)
     running = wait_for_running(tmp_path, "stop", proc, 2)
     proc.send_signal(signal.SIGINT)  # to the sweep process alone, as a terminal's Ctrl-C is

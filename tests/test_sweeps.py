@@ -23,7 +23,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._search_space import quote, split_overrides
-from hydra_plugins.trainlab_optuna_sweeper._study import resolve_direction
+from hydra_plugins.trainlab_optuna_sweeper._study import WORKERS_JOINED, resolve_direction
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     PRUNED_AT,
@@ -332,6 +332,8 @@ def test_a_study_whose_every_trial_failed_ends_with_one_line_and_status_2(tmp_pa
     assert "A new study created" not in proc.stderr  # Optuna's own line: the sweep says it
     trials = load_study(tmp_path, "broken").trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    # Both workers joined the study (the forked one too), and the line is said once.
+    assert load_study(tmp_path, "broken").user_attrs[WORKERS_JOINED] == 2
     assert proc.stderr.count("every trial of study") == 1 and "sweep worker" not in proc.stderr
     assert (sweep_dir(tmp_path, "broken") / "optuna_results.yaml").is_file()
 
