@@ -356,3 +356,17 @@ def test_the_command_ends_in_one_line_and_writes_nothing(tmp_path, args, words) 
     assert line.startswith("error: ") and words in line, line
     assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- checks kept for a sweep's jobs ---------------------------------------------------------
+def test_a_node_checked_before_is_checked_again_when_a_value_differs() -> None:
+    # A sweep keeps each node's check by its values; a value that differs, if only in type
+    # (2 against 2.0 or true), is checked anew, and a kept result is a copy.
+    first = validate(compose_config("trainer.max_epochs=2", "optim.lr=0.01"))
+    again = validate(compose_config("trainer.max_epochs=2", "optim.lr=0.01"))
+    assert again["trainer"] == first["trainer"] and again["trainer"] is not first["trainer"]
+    assert again["optim"].lr == 0.01
+    assert validate(compose_config("optim.lr=0.02"))["optim"].lr == 0.02
+    assert "optim.lr=-1.0 is out of range" in refusal("optim.lr=-1")
+    assert "max_epochs=True has the wrong type" in refusal("trainer.max_epochs=true")
+    assert "trainer.max_epochs=2.5" in refusal("trainer.max_epochs=2.5")

@@ -10,6 +10,7 @@ names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import re
@@ -66,13 +67,47 @@ def check_top_level(cfg: DictConfig) -> None:
         )
 
 
+# Nodes found good in this process, by schema, place and values: a sweep's jobs differ in
+# a few values, and each node's check (OmegaConf's merge into the schema) costs a job ~3 ms.
+_CHECKED: dict[tuple[type, str, Any], Any] = {}
+_CHECKED_KEPT = 256
+
+
 def check_node(node: Any, key: str, schema: type) -> Any:
     """Check one config node against `schema`; return the typed dataclass instance.
 
     A field whose type is itself a schema (dataclass) is a nested block of keys, e.g.
     `data.augment.shift`, checked the same way. `key` is the node's place in the config
-    ("" for the top level).
+    ("" for the top level). The checks depend on nothing but the node's values, so a node
+    checked before with the same values (types included) gets a copy of that result.
     """
+    try:
+        seen = (schema, key, _frozen(node))
+    except Exception:  # an interpolation that does not resolve: the check says what
+        seen = None
+    if seen is not None and seen in _CHECKED:
+        return copy.deepcopy(_CHECKED[seen])
+    instance = _check_node(node, key, schema)
+    if seen is not None:
+        if len(_CHECKED) >= _CHECKED_KEPT:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[seen] = copy.deepcopy(instance)
+    return instance
+
+
+def _frozen(value: Any) -> Any:
+    """`value` (a node with its interpolations resolved) as a hashable key that tells
+    `1`, `1.0`, `true` and `"1"` apart."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return ("dict", tuple((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_frozen(v) for v in value))
+    return (type(value).__name__, repr(value))
+
+
+def _check_node(node: Any, key: str, schema: type) -> Any:
     if not isinstance(node, (dict, DictConfig)):
         known = ", ".join(f.name for f in fields(schema))
         raise ConfigError(

@@ -412,6 +412,7 @@ def optuna_pruning(cfg: DictConfig) -> OptunaPruning:
         number=trial.number,
         monitor=cfg.objective,
         pruner=OmegaConf.to_container(trial.pruner) if trial.get("pruner") else None,
+        run_dir=str(cfg.paths.output_dir),
     )
 
 

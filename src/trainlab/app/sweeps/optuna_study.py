@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 TRIAL_KEY = "optuna_trial"
 # User attributes on a trial. Set by the job when the pruner stopped it:
 PRUNED_AT = "pruned_at_epoch"
+# What the pruning callback of each job this process ran knows (the epoch the pruner
+# stopped it after, or None), by the job's folder: the job's end and the sweeper's tell
+# read it here when the job ran in this process, saving a query each.
+PRUNED_HERE: dict[str, int | None] = {}
 # Set by the sweeper: the job's folder, its overrides, why it failed, whether it was cut
 # short by a dead worker (marked by their retry's RETRY_OF, or by INTERRUPTED in studies
 # of earlier versions: such trials are retried and not counted as done).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from trainlab.engine.callback import Callback
@@ -17,7 +18,9 @@ class OptunaPruning(Callback):
     When the study's pruner says the trial is worse than its peers, the run stops at the
     end of this epoch (it still tests and writes metrics.json) and the trial is marked
     with the epoch, so the sweeper records it as PRUNED. Added by `cli.build` when the
-    config has the `optuna_trial` block the Optuna sweeper passes to each job.
+    config has the `optuna_trial` block the Optuna sweeper passes to each job. `run_dir`:
+    the job's folder, under which the outcome is also kept in this process
+    (`optuna_study.PRUNED_HERE`).
     """
 
     def __init__(
@@ -27,11 +30,15 @@ class OptunaPruning(Callback):
         number: int,
         monitor: str,
         pruner: dict[str, Any] | None = None,
+        run_dir: str | None = None,
     ) -> None:
-        from trainlab.app.sweeps.optuna_study import open_trial
+        from trainlab.app.sweeps.optuna_study import PRUNED_HERE, open_trial
 
         self.trial = open_trial(storage, study_name, number, pruner)
         self.monitor = monitor
+        self.run_dir = os.path.abspath(run_dir) if run_dir is not None else None
+        if self.run_dir is not None:
+            PRUNED_HERE[self.run_dir] = None
         # Epochs before which the pruner never prunes; asking it then would only read
         # every trial of the study from storage (the median and percentile pruners'
         # n_warmup_steps, compared with the step as they compare it; none: never).
@@ -41,7 +48,7 @@ class OptunaPruning(Callback):
         self.warmup = int((pruner or {}).get("n_warmup_steps", 0)) if warms_up else 0
 
     def on_validation_end(self, trainer, state) -> None:
-        from trainlab.app.sweeps.optuna_study import PRUNED_AT
+        from trainlab.app.sweeps.optuna_study import PRUNED_AT, PRUNED_HERE
 
         if self.monitor not in state.metrics:
             raise ConfigError(
@@ -54,6 +61,8 @@ class OptunaPruning(Callback):
             return
         if self.trial.should_prune():
             self.trial.set_user_attr(PRUNED_AT, state.epoch)
+            if self.run_dir is not None:
+                PRUNED_HERE[self.run_dir] = state.epoch
             state.should_stop = True
             log.info(
                 f"Optuna trial {self.trial.number} pruned after epoch {state.epoch + 1} "

@@ -53,10 +53,9 @@ class TensorBoardFigures(Callback):
             self.graph_logged = True
             # Tracing runs the model: in eval mode, so batch-norm statistics stay as they
             # are, and on a forked random stream, so the run draws what it would have. Under
-            # no_grad, because an eval-mode Transformer layer takes its fused path only
-            # without grad: traced with grad, the trace's own check (run without) would see
-            # another graph. Tracer warnings concern reusing the trace on other inputs,
-            # which this display never does.
+            # no_grad, as the model runs to evaluate (an eval-mode Transformer layer takes
+            # its fused path only without grad). Tracer warnings concern reusing the trace
+            # on other inputs, which this display never does.
             model, was_training = trainer.model, trainer.model.training
             try:
                 model.eval()
@@ -69,7 +68,7 @@ class TensorBoardFigures(Callback):
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
                     # add_graph's own use of torch.jit.trace, which torch deprecates
                     warnings.filterwarnings("ignore", r"`torch\.jit\.trace", DeprecationWarning)
-                    writer.add_graph(model, trainer.example_input)
+                    writer._get_file_writer().add_graph(model_graph(model, trainer.example_input))
             except Exception as ex:  # tracing is best effort: some models cannot be traced
                 first_line = (str(ex).strip().splitlines() or [""])[0][:200]
                 log.info(f"note: model graph not logged ({type(ex).__name__}: {first_line})")
@@ -139,6 +138,70 @@ class TensorBoardFigures(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.graph_logged = state.get("graph_logged", False)
+
+
+# Graphs traced in this process, by architecture (a sweep's trials share a few): tracing
+# costs a small model's job more than its training (torch.jit.trace runs it twice).
+_GRAPHS: dict[tuple, Any] = {}
+_GRAPHS_KEPT = 16
+
+
+def model_graph(model: torch.nn.Module, example: Any) -> Any:
+    """TensorBoard's graph of `model` run on `example` (what `SummaryWriter.add_graph`
+    logs), traced once per architecture for trainlab's own models: their structure,
+    settings, parameter shapes and input shapes decide the graph, their weights do not. A user's
+    model (whose forward may depend on more than its repr shows) is traced every time."""
+    key = _graph_key(model, example)
+    if key is None:
+        return _traced_graph(model, example)
+    if key not in _GRAPHS:
+        if len(_GRAPHS) >= _GRAPHS_KEPT:
+            _GRAPHS.pop(next(iter(_GRAPHS)))
+        _GRAPHS[key] = _traced_graph(model, example)
+    return _GRAPHS[key]
+
+
+def _traced_graph(model: torch.nn.Module, example: Any) -> Any:
+    """torch.utils.tensorboard's `graph(model, example)`, without the trace's check (a
+    second trace, compared with the first): a graph to look at, not a module to run."""
+    from torch.utils.tensorboard._pytorch_graph import (
+        DeviceStepStats,
+        GraphDef,
+        RunMetadata,
+        StepStats,
+        VersionDef,
+        parse,
+    )
+
+    trace = torch.jit.trace(model, example, strict=True, check_trace=False)
+    graph = trace.graph
+    torch._C._jit_pass_inline(graph)
+    nodes = parse(graph, trace, example)
+    stats = RunMetadata(step_stats=StepStats(dev_stats=[DeviceStepStats(device="/device:CPU:0")]))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22)), stats
+
+
+def _graph_key(model: torch.nn.Module, example: Any) -> tuple | None:
+    if not type(model).__module__.startswith("trainlab.components.models."):
+        return None
+    inputs = example if isinstance(example, (tuple, list)) else (example,)
+    if not all(isinstance(x, torch.Tensor) for x in inputs):
+        return None
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    # Settings a module's repr may leave out that change its forward (norm_first, ...).
+    flags = tuple(
+        (name, key, value)
+        for name, module in model.named_modules()
+        for key, value in sorted(vars(module).items())
+        if key != "training" and isinstance(value, (bool, int, float, str, type(None)))
+    )
+    return (
+        type(model).__qualname__,
+        repr(model),
+        flags,
+        tuple((name, tuple(t.shape), t.dtype, t.device.type) for name, t in tensors),
+        tuple((tuple(x.shape), x.dtype, x.device.type) for x in inputs),
+    )
 
 
 def tensorboard_writer(trainer) -> Any:
