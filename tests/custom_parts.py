@@ -40,3 +40,13 @@ class Slowdown(Callback):
 
     def on_train_step_end(self, trainer, state) -> None:
         time.sleep(self.seconds)
+
+
+class KeepsDataInfo(Callback):
+    """Takes `data_info`, as a user's callback may; keeps what it was given where a test
+    can look (`KeepsDataInfo.given`)."""
+
+    given: list = []
+
+    def __init__(self, data_info=None, label: str = "") -> None:
+        KeepsDataInfo.given.append((label, data_info))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +95,24 @@ def test_tensorboard_figures(run_experiment) -> None:
     assert tags(run_dir).Tags()["images"] == ["test/predicted_vs_true"]
     _, run_dir = run_experiment("data=breast_cancer", "loss=bce", "trainer.max_epochs=1")
     assert "test/pr_curve" in tags(run_dir).Tags()["tensors"]
+
+
+def test_a_callback_taking_data_info_gets_the_data_info(run_experiment) -> None:
+    import sys
+
+    from trainlab.components.data.datasets import DataInfo
+
+    sys.path.insert(0, str(Path(__file__).parent))  # custom_parts, as train.py's path has it
+    from custom_parts import KeepsDataInfo
+
+    KeepsDataInfo.given.clear()
+    run_experiment(
+        "trainer.max_epochs=1", "+callbacks.keep._target_=custom_parts.KeepsDataInfo",
+        "+callbacks.keep.label=mine",
+    )  # fmt: skip
+    [(label, info)] = KeepsDataInfo.given
+    assert label == "mine" and isinstance(info, DataInfo)
+    assert info.class_names == [str(digit) for digit in range(10)]
 
 
 def test_checkpoint_holds_everything_needed_to_continue(run_experiment) -> None:

@@ -151,8 +151,10 @@ def build(
     schedule = build_schedule(
         cfg.sched, optimizer, steps_per_epoch=steps, max_epochs=trainer_cfg.max_epochs
     )
+    # `data_info` goes to the callback as it is: Hydra would turn a dataclass given to
+    # `instantiate` into a config (slowly, and not a DataInfo any more).
     callbacks = [
-        instantiate(node, **wanted_by(node._target_, data_info=info))
+        instantiate(node, _partial_=True)(**wanted_by(node._target_, data_info=info))
         for node in (cfg.callbacks or {}).values()
         if node is not None
     ]
