@@ -70,11 +70,14 @@ def _objective_name(run_dir: str | None) -> str | None:
         return None
 
 
-def write_yaml_atomic(payload: dict[str, Any], path: Path) -> None:
+def write_yaml_atomic(payload: dict[str, Any] | DictConfig, path: Path) -> None:
+    """`payload` as YAML at `path`, whole or not at all (a config is written as it is,
+    without a copy)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(OmegaConf.to_yaml(OmegaConf.create(payload)))
+            config = payload if isinstance(payload, DictConfig) else OmegaConf.create(payload)
+            handle.write(OmegaConf.to_yaml(config))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -141,7 +141,7 @@ def run_study(
     if forked:
         run_trials(sweeper, study, storage, space, fixed, block, url, dead, forked=True)
         return {}
-    write_yaml_atomic(OmegaConf.to_container(config), sweep_dir / "multirun.yaml")
+    write_yaml_atomic(config, sweep_dir / "multirun.yaml")
     log.info(
         f"Optuna study '{sweeper.study_name}' ({direction} objective={config.objective}) "
         f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
