@@ -66,7 +66,7 @@ class TensorBoardFigures(Callback):
                     contextlib.redirect_stdout(io.StringIO()),  # add_graph prints its failure
                 ):
                     warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    # add_graph's own use of torch.jit.trace, which torch deprecates
+                    # torch.jit.trace, which torch deprecates
                     warnings.filterwarnings("ignore", r"`torch\.jit\.trace", DeprecationWarning)
                     writer._get_file_writer().add_graph(model_graph(model, trainer.example_input))
             except Exception as ex:  # tracing is best effort: some models cannot be traced
@@ -141,7 +141,7 @@ class TensorBoardFigures(Callback):
 
 
 # Graphs traced in this process, by architecture (a sweep's trials share a few): tracing
-# costs a small model's job more than its training (torch.jit.trace runs it twice).
+# costs a small model's job about as much as its training.
 _GRAPHS: dict[tuple, Any] = {}
 _GRAPHS_KEPT = 16
 
@@ -149,8 +149,9 @@ _GRAPHS_KEPT = 16
 def model_graph(model: torch.nn.Module, example: Any) -> Any:
     """TensorBoard's graph of `model` run on `example` (what `SummaryWriter.add_graph`
     logs), traced once per architecture for trainlab's own models: their structure,
-    settings, parameter shapes and input shapes decide the graph, their weights do not. A user's
-    model (whose forward may depend on more than its repr shows) is traced every time."""
+    settings, parameter shapes and input shapes decide the graph, their weights do not.
+    A user's model (whose forward may depend on more than its repr shows) is traced every
+    time."""
     key = _graph_key(model, example)
     if key is None:
         return _traced_graph(model, example)
