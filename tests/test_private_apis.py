@@ -4,7 +4,10 @@ fails rather than the NaN guard or the gradient norm going quietly wrong.
 - `torch._foreach_norm`: `trainer.total_norm` (the gradient norm) and
   `Trainer.check_finite` (the weights' norms in float64);
 - `GradScaler._get_scale_async`: the loss scale of a step, read as a tensor so the host
-  does not wait for the device.
+  does not wait for the device;
+- `torch.utils.tensorboard._pytorch_graph.parse` and `SummaryWriter._get_file_writer`:
+  the model graph, traced once (`figures.model_graph`) and written as `add_graph` writes
+  it.
 """
 
 from __future__ import annotations
@@ -59,3 +62,25 @@ def test_grad_scaler_scale_async_is_the_scale_as_a_tensor() -> None:
     scaler.step(optimizer)
     scaler.update()
     assert scaler._get_scale_async().item() == scaler.get_scale() == 512.0
+
+
+@torch.no_grad()
+def test_a_graph_traced_once_is_written_as_add_graph_writes_it(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from trainlab.components.callbacks.figures import model_graph
+    from trainlab.components.models.mlp import MLP
+
+    model, example = MLP([8], 3, [16], dropout=0.2).eval(), torch.randn(2, 8)
+    graphs = []
+    for name in ("torch", "trainlab"):
+        with SummaryWriter(tmp_path / name) as writer:
+            if name == "torch":
+                writer.add_graph(model, example)
+            else:
+                writer._get_file_writer().add_graph(model_graph(model, example))
+        events = EventAccumulator(str(tmp_path / name))
+        events.Reload()
+        graphs.append(events.Graph().SerializeToString())
+    assert graphs[0] == graphs[1] and len(graphs[0]) > 100
