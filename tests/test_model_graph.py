@@ -18,7 +18,6 @@ ROWS = torch.randn(2, 64)
 MODELS = [
     (lambda: MLP([64], 10, [128], dropout=0.1), ROWS),
     (lambda: MLP([64], 10, [128], dropout=0.3), ROWS),
-    (lambda: MLP([64], 10, [128], dropout=0.3), torch.randn(3, 64)),
     (lambda: Transformer([12], 4, "tokens", vocab_size=50, pooling="mean"), TOKENS),
     (lambda: Transformer([12], 4, "tokens", vocab_size=50, pooling="cls"), TOKENS),
 ]
