@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import SMOKE, read_metrics
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from trainlab.components.data.datasets import DataInfo
 from trainlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from trainlab.errors import TrainlabError
 
@@ -82,7 +84,18 @@ def test_tensorboard_figures(run_experiment) -> None:
         events.Reload()
         return events
 
-    _, run_dir = run_experiment("trainer.max_epochs=2", "callbacks.figures.histograms=true")
+    # A user's callback that takes data_info gets the DataInfo, as the figures do theirs.
+    sys.path.insert(0, str(Path(__file__).parent))  # custom_parts, as train.py's path has it
+    from custom_parts import KeepsDataInfo
+
+    KeepsDataInfo.given.clear()
+    _, run_dir = run_experiment(
+        "trainer.max_epochs=2", "callbacks.figures.histograms=true",
+        "+callbacks.keep._target_=custom_parts.KeepsDataInfo", "+callbacks.keep.label=mine",
+    )  # fmt: skip
+    [(label, info)] = KeepsDataInfo.given
+    assert label == "mine" and isinstance(info, DataInfo)
+    assert info.class_names == [str(digit) for digit in range(10)]
     events = tags(run_dir)
     assert [i.step for i in events.Images("val/confusion_matrix")] == [20, 40]
     assert len(events.Images("test/confusion_matrix")) == 1
@@ -95,24 +108,6 @@ def test_tensorboard_figures(run_experiment) -> None:
     assert tags(run_dir).Tags()["images"] == ["test/predicted_vs_true"]
     _, run_dir = run_experiment("data=breast_cancer", "loss=bce", "trainer.max_epochs=1")
     assert "test/pr_curve" in tags(run_dir).Tags()["tensors"]
-
-
-def test_a_callback_taking_data_info_gets_the_data_info(run_experiment) -> None:
-    import sys
-
-    from trainlab.components.data.datasets import DataInfo
-
-    sys.path.insert(0, str(Path(__file__).parent))  # custom_parts, as train.py's path has it
-    from custom_parts import KeepsDataInfo
-
-    KeepsDataInfo.given.clear()
-    run_experiment(
-        "trainer.max_epochs=1", "+callbacks.keep._target_=custom_parts.KeepsDataInfo",
-        "+callbacks.keep.label=mine",
-    )  # fmt: skip
-    [(label, info)] = KeepsDataInfo.given
-    assert label == "mine" and isinstance(info, DataInfo)
-    assert info.class_names == [str(digit) for digit in range(10)]
 
 
 def test_checkpoint_holds_everything_needed_to_continue(run_experiment) -> None:
