@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -85,8 +83,7 @@ def test_tensorboard_figures(run_experiment) -> None:
         return events
 
     # A user's callback that takes data_info gets the DataInfo, as the figures do theirs.
-    sys.path.insert(0, str(Path(__file__).parent))  # custom_parts, as train.py's path has it
-    from custom_parts import KeepsDataInfo
+    from custom_parts import KeepsDataInfo  # tests/ is on the path, as for conftest
 
     KeepsDataInfo.given.clear()
     _, run_dir = run_experiment(
