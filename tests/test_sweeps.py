@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.trainlab_optuna_sweeper._search_space import quote, split_overrides
 from hydra_plugins.trainlab_optuna_sweeper._study import WORKERS_JOINED, resolve_direction
+from trainlab.app.sweeps.jobs import read_records
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     PRUNED_AT,
@@ -152,7 +153,7 @@ def tpe_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, optu
 
 
 def test_tpe_study_completes_and_prunes(tpe_study) -> None:
-    _, _, study = tpe_study
+    cwd, _, study = tpe_study
     states = [t.state for t in study.trials]
     assert len(states) == TPE_TRIALS
     assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
@@ -173,6 +174,11 @@ def test_tpe_study_completes_and_prunes(tpe_study) -> None:
             assert epochs == list(range(stopped + 1))
             assert metrics["epochs"] == stopped + 1
             assert trial.value == trial.intermediate_values[stopped]
+    # Each job's record (what the leaderboard marks) says how its trial ended, as the
+    # study does: the job knew its pruner's verdict without asking storage.
+    records = {r["job"]: r["status"] for r in read_records(sweep_dir(cwd, "tpe"))}
+    named = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
+    assert records == {t.number: named[t.state] for t in study.trials}
 
 
 def test_pruned_trials_were_behind_the_median(tpe_study) -> None:

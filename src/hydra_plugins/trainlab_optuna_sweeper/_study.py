@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -63,14 +62,13 @@ from trainlab.app.sweeps.jobs import write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     OVERRIDES,
-    PRUNED_AT,
-    PRUNED_HERE,
     RUN_DIR,
     TRIAL_KEY,
     WORKER,
     hide_password,
     interrupted,
     open_storage,
+    pruned_epoch,
     trial_id,
     with_driver,
 )
@@ -469,14 +467,8 @@ def tell(
         fail(study, trial, job._return_value)
         return
     value = float(job.return_value)
-    # The job marks its trial in storage when the pruner stopped it (and in this process,
-    # when it ran here).
-    run_dir = os.path.abspath(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg else ""
-    if run_dir in PRUNED_HERE:
-        pruned_at = PRUNED_HERE.pop(run_dir)
-    else:
-        latest = storage.get_trial(trial_id(storage, study.study_name, trial.number))
-        pruned_at = latest.user_attrs.get(PRUNED_AT)
+    run_dir = job.hydra_cfg.hydra.runtime.output_dir if job.hydra_cfg is not None else None
+    pruned_at = pruned_epoch(storage, study.study_name, trial.number, run_dir, forget=True)
     if pruned_at is not None:
         study.tell(trial, state=TrialState.PRUNED)
         log.info(f"trial {trial.number} pruned after epoch {pruned_at + 1}")

@@ -114,23 +114,17 @@ def job_ended(config: DictConfig, record: dict[str, Any], job_return: Any) -> No
 def pruned_at(config: DictConfig) -> int | None:
     """The epoch after which Optuna's pruner stopped this job (None: not pruned)."""
     from trainlab.app.sweeps.optuna_study import (
-        PRUNED_AT,
-        PRUNED_HERE,
         TRIAL_KEY,
         open_storage,
-        trial_id,
+        pruned_epoch,
         trial_storage,
     )
 
     trial = config.get(TRIAL_KEY)
     if trial is None:
         return None
-    run_dir = os.path.abspath(config.hydra.runtime.output_dir)
-    if run_dir in PRUNED_HERE:  # the job ran in this process
-        return PRUNED_HERE[run_dir]
     storage = open_storage(trial_storage(trial))
-    key = trial_id(storage, trial.study_name, trial.number)
-    return storage.get_trial(key).user_attrs.get(PRUNED_AT)
+    return pruned_epoch(storage, trial.study_name, trial.number, config.hydra.runtime.output_dir)
 
 
 def write_record(sweep_dir: Path, record: dict[str, Any]) -> None:

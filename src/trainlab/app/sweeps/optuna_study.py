@@ -11,6 +11,7 @@ Kept free of torch imports: the sweeper imports it before any job runs.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -127,6 +128,19 @@ def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int)
     """The storage's id of trial `number` of the study `study_name`."""
     study_id = storage.get_study_id_from_name(study_name)
     return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def pruned_epoch(
+    storage: optuna.storages.BaseStorage, study_name: str, number: int, run_dir: str | None,
+    forget: bool = False,
+) -> int | None:  # fmt: skip
+    """The epoch after which the pruner stopped trial `number` (None: it did not): as its
+    job's pruning callback kept it, where the job (in `run_dir`) ran in this process, else
+    as the job marked the trial in storage. `forget`: drop what this process kept."""
+    here = os.path.abspath(run_dir) if run_dir is not None else None
+    if here in PRUNED_HERE:
+        return PRUNED_HERE.pop(here) if forget else PRUNED_HERE[here]
+    return storage.get_trial(trial_id(storage, study_name, number)).user_attrs.get(PRUNED_AT)
 
 
 def open_trial(
