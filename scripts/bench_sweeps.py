@@ -25,7 +25,9 @@ process start-up (launch to the first trial's start, spread over the trials), Hy
 setup and the sweeper (between one job's end and the next one's start), and the job
 itself beyond the hand-written training (building the run, checks, logging, writing the
 run folder). A second trainlab sweep with `logger=none callbacks=none` shows what
-TensorBoard and the callbacks cost.
+TensorBoard and the callbacks cost. Last, the ratio one worker would reach with no
+per-trial overhead at all (trainlab's start-up, then trials as fast as the hand-written
+ones): what the start-up alone allows.
 """
 
 from __future__ import annotations
@@ -207,6 +209,14 @@ def run(args: Any) -> dict[str, Any]:
     print(f"  Hydra job setup and the sweeper, between jobs  {between:.2f} s")
     print(f"  inside the job beyond the training  {in_job:.2f} s, of which TensorBoard and "
           f"the callbacks {logging_s:.2f} s")  # fmt: skip
+    # What the start-up alone allows: one worker whose trials cost no more than the
+    # hand-written ones, after trainlab's start-up.
+    hand_startup = hand["seconds"] - hand["trials"] * hand["trial_s"]
+    no_overhead = full["startup_s"] + full["trials"] * hand["trial_s"]
+    ceiling = (60 * full["trials"] / no_overhead) / base
+    print(f"start-up: trainlab {full['startup_s']:.1f} s to its first trial, the hand-written "
+          f"loop ~{hand_startup:.1f} s; with no per-trial overhead at all, one worker "
+          f"would take {no_overhead:.1f} s: {ceiling:.2f}x")  # fmt: skip
     print(f"workers: {per_min(full):.1f} trials/min with 1, {per_min(two):.1f} with 2 "
           f"commands ({per_min(two) / per_min(full):.2f}x), {per_min(forked):.1f} with "
           f"hydra.sweeper.workers=2 ({per_min(forked) / per_min(full):.2f}x)")  # fmt: skip
@@ -226,6 +236,8 @@ def run(args: Any) -> dict[str, Any]:
             "overhead_between_jobs_s": between,
             "overhead_in_job_s": in_job,
             "overhead_logging_s": logging_s,
+            "handwritten_startup_s": hand_startup,
+            "ratio_without_trial_overhead": ceiling,
         }
     }
 
