@@ -7,7 +7,10 @@ fails rather than the NaN guard or the gradient norm going quietly wrong.
   does not wait for the device;
 - `torch.utils.tensorboard._pytorch_graph.parse` and `SummaryWriter._get_file_writer`:
   the model graph, traced once (`figures.model_graph`) and written as `add_graph` writes
-  it.
+  it;
+- Hydra's `ConfigLoaderImpl._parse_overrides_and_create_caching_repo`: each config
+  group's options for the option check (`checks.group_options`), the search path made
+  once per command rather than once per group.
 """
 
 from __future__ import annotations
@@ -84,3 +87,26 @@ def test_a_graph_traced_once_is_written_as_add_graph_writes_it(tmp_path) -> None
         events.Reload()
         graphs.append(events.Graph().SerializeToString())
     assert graphs[0] == graphs[1] and len(graphs[0]) > 100
+
+
+def test_group_options_are_hydras_for_every_group_and_search_path(tmp_path) -> None:
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trainlab.app.checks import group_options
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("_target_: x.Y\n")
+    GlobalHydra.instance().clear()
+    with initialize_config_module("trainlab.configs", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = [g for g in loader.list_groups("") if g != "hydra"]
+        groups += [f"hydra/{g}" for g in loader.list_groups("hydra")]
+        assert {"model", "optim", "experiment", "hydra/sweeper"} <= set(groups)
+        for overrides in ([], ["model=cnn"], [f"hydra.searchpath=[file://{tmp_path}]"]):
+            options_of = group_options(loader, "train", overrides)
+            for group in groups:
+                hydras = loader.get_group_options(group, config_name="train", overrides=overrides)
+                assert options_of(group) == hydras, (group, overrides)
+        assert "mine" in group_options(loader, "train", overrides)("model")
+    GlobalHydra.instance().clear()
