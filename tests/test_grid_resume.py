@@ -21,7 +21,13 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.trainlab_optuna_sweeper.grid import TrainlabGridSweeper
 from trainlab.app.run_files import unlock_run_folder
-from trainlab.app.sweeps.grid import _groups, choose_sweep_folder, finished_jobs, grid_jobs
+from trainlab.app.sweeps.grid import (
+    _groups,
+    choose_sweep_folder,
+    finished_jobs,
+    grid_jobs,
+    resuming_line,
+)
 from trainlab.errors import ConfigError
 
 GRID = ["optim.lr=0.01,0.02", "model.dropout=0.0,0.1"]
@@ -110,6 +116,16 @@ def test_a_job_counts_as_done_only_with_its_result_and_the_same_overrides(tmp_pa
     assert finished_jobs(sweep, [*JOBS[:1], ["optim.lr=0.01", "model.dropout=0.0", "resume=auto"]])
     assert _groups([1, 2, 4, 5, 6], None) == [[1, 2], [4, 5, 6]]
     assert _groups([0, 1, 2], 2) == [[0, 1], [2]]
+
+
+def test_the_resuming_line_says_what_it_skips_and_runs() -> None:
+    sweep = Path("outputs/multirun/x")
+    assert resuming_line(sweep, {0}, [1]) == (
+        "resuming sweep outputs/multirun/x: skipping job 0 (it has a result); running 1 "
+        "(resume=none: a new sweep)"
+    )
+    assert "skipping jobs 0, 2 (they have results); running 1 " in resuming_line(sweep, {2, 0}, [1])
+    assert ": no job has a result yet; running 0, 1 " in resuming_line(sweep, set(), [0, 1])
 
 
 def test_a_resume_path_is_refused_for_a_sweep(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ from trainlab.engine import preemption
 from trainlab.errors import ConfigError, TrainlabError
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
     from hydra_plugins.trainlab_optuna_sweeper.grid import TrainlabGridSweeper
 
 log = logging.getLogger(__name__)
@@ -142,13 +144,7 @@ def run_grid(sweeper: TrainlabGridSweeper, arguments: list[str]) -> list[Any]:
     done = finished_jobs(sweep_dir, jobs)
     if done or (sweep_dir / "multirun.yaml").is_file():  # an earlier run of this sweep
         todo = [n for n in range(len(jobs)) if n not in done]
-        skipped = f"skipping jobs {_numbers(done)} (they have results)" if done else (
-            "no job has a result yet")  # fmt: skip
-        print(
-            f"resuming sweep {sweep_dir}: {skipped}; "
-            f"running {_numbers(todo) or 'nothing'} (resume=none: a new sweep)",
-            flush=True,
-        )
+        print(resuming_line(sweep_dir, done, todo), flush=True)
     else:
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
     returns = []
@@ -181,6 +177,18 @@ def _groups(numbers: list[int], size: int | None) -> list[list[int]]:
         else:
             groups.append([number])
     return groups
+
+
+def resuming_line(sweep_dir: Path, done: Collection[int], todo: Sequence[int]) -> str:
+    """What a grid sweep run again says it skips and runs."""
+    if not done:
+        skipped = "no job has a result yet"
+    elif len(done) == 1:
+        skipped = f"skipping job {_numbers(done)} (it has a result)"
+    else:
+        skipped = f"skipping jobs {_numbers(done)} (they have results)"
+    running = _numbers(todo) or "nothing"
+    return f"resuming sweep {sweep_dir}: {skipped}; running {running} (resume=none: a new sweep)"
 
 
 def _numbers(numbers: Any) -> str:
