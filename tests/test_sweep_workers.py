@@ -100,7 +100,7 @@ def test_bad_workers_settings_are_refused_before_anything_runs(workers, launcher
     """(A ConfigError: the command prints it as its one line and exits with 2.)"""
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-    from hydra_plugins.trainlab_optuna_sweeper._study import check_workers
+    from hydra_plugins.trainlab_optuna_sweeper._options import check_workers
     from hydra_plugins.trainlab_optuna_sweeper.config import TrainlabOptunaSweeperConf
     from hydra_plugins.trainlab_optuna_sweeper.sweeper import TrainlabOptunaSweeper
     from trainlab.errors import ConfigError

@@ -22,8 +22,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from hydra_plugins.trainlab_optuna_sweeper._options import resolve_direction
 from hydra_plugins.trainlab_optuna_sweeper._search_space import quote, split_overrides
-from hydra_plugins.trainlab_optuna_sweeper._study import WORKERS_JOINED, resolve_direction
+from hydra_plugins.trainlab_optuna_sweeper._study import WORKERS_JOINED
 from trainlab.app.sweeps.jobs import read_records
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,

@@ -1,7 +1,8 @@
 """The Sweeper Hydra instantiates for `hydra/sweeper=trainlab_optuna`.
 
-It keeps its options and the launcher; the search itself (`_study.py`) imports Optuna
-only when a sweep starts, so `python train.py --help` stays quick.
+It keeps its options and the launcher; their checks (`_options.py`) and the search itself
+(`_study.py`) import Optuna only when a sweep starts, so `python train.py --help` stays
+quick.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class TrainlabOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         """Run the study to `n_trials` trials; return what optuna_results.yaml holds."""
-        from hydra_plugins.trainlab_optuna_sweeper._study import check_workers, run_study
+        from hydra_plugins.trainlab_optuna_sweeper._options import check_workers
+        from hydra_plugins.trainlab_optuna_sweeper._study import run_study
         from hydra_plugins.trainlab_optuna_sweeper._workers import fork_workers, wait_workers
         from trainlab.engine.preemption import Stopped
         from trainlab.engine.threads import share_cores
