@@ -61,7 +61,7 @@ def check_options(
 def group_options(
     loader: ConfigLoader, config_name: str | None, overrides: Sequence[str]
 ) -> Callable[[str], list[str]]:
-    """A group's options -> its options on the search path that `overrides` make.
+    """A function giving a config group's options on the search path that `overrides` make.
 
     `loader.get_group_options(group, config_name, overrides)` does the same, but makes the
     search path anew (reading the primary config) for each group: ~30 ms a group, a third
