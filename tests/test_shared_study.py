@@ -31,7 +31,7 @@ from hydra_plugins.trainlab_optuna_sweeper._workers import (
     fail_dead_trials,
     worker_id,
 )
-from trainlab.app.sweeps.leaderboard import build_leaderboard
+from trainlab.app.sweeps.leaderboard import build_leaderboard, to_markdown
 from trainlab.app.sweeps.optuna_study import (
     RETRY_OF,
     WORKER,
@@ -144,6 +144,9 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     assert record["status"] == "interrupted" and record["run"] == "2"
     rows = {row["run"]: row for row in build_leaderboard(tmp_path)}
     assert rows["2"]["status"] == "interrupted" and rows["2"]["rank"] is None
+    board = to_markdown(list(rows.values()))
+    assert "| interrupted: its worker stopped beating (no heartbeat for 2 s); queued again" in board
+    assert "interrupted: interrupted" not in board
 
     # A retry whose worker dies too is failed, and not queued a third time.
     retry = _ask(study, f"{here}:{gone.pid}")
