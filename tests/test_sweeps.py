@@ -5,6 +5,8 @@ Each study runs the real train.py in a temporary folder and is read back from it
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import signal
@@ -430,3 +432,26 @@ def test_parallel_trials_with_the_joblib_launcher(tmp_path: Path) -> None:
         assert trial.value == metrics["objective"]["value"]
         # Reported from the worker processes through the shared SQLite storage.
         assert sorted(trial.intermediate_values) == [0, 1]
+
+
+@pytest.mark.slow  # two sweeps, one after the other: ~30 s
+def test_a_workers_leaderboard_lists_the_trials_run_on_another_file_system(tmp_path) -> None:
+    """Two workers of one study with run folders apart (another paths.root_dir): the one
+    that ends last lists every trial, the other's from the study."""
+    storage = f"hydra.sweeper.storage=sqlite:///{tmp_path / 'shared.db'}"
+    for root, n_trials in (("a", 2), ("b", 4)):
+        check_ran(train_cli(
+            "-m", "hparams_search=random_mlp", storage, f"hydra.sweeper.n_trials={n_trials}",
+            "trainer.max_epochs=2", *QUICK, f"paths.root_dir={tmp_path / root}", cwd=tmp_path,
+        ))  # fmt: skip
+    study = optuna.load_study(study_name="random_mlp", storage=storage.split("=", 1)[1])
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    folder = tmp_path / "b" / "sweeps" / "random_mlp"  # paths.root_dir=b
+    board = (folder / "leaderboard.csv").read_text()
+    rows = {row["run"]: row for row in csv.DictReader(io.StringIO(board))}
+    assert sorted(rows) == ["0", "1", "2", "3"]
+    assert not (folder / "0").exists()  # in a/ only
+    for trial in study.trials:
+        assert float(rows[str(trial.number)]["val/acc"]) == pytest.approx(trial.value)
+        assert rows[str(trial.number)]["status"] == "complete"
+    assert sorted(int(row["rank"]) for row in rows.values()) == [1, 2, 3, 4]

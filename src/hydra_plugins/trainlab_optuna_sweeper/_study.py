@@ -63,7 +63,7 @@ from hydra_plugins.trainlab_optuna_sweeper._workers import (
     worker_id,
 )
 from trainlab.app.sweeps.compose import check_jobs
-from trainlab.app.sweeps.jobs import write_record
+from trainlab.app.sweeps.jobs import warm_up, write_record
 from trainlab.app.sweeps.optuna_study import (
     FAIL_REASON,
     OVERRIDES,
@@ -74,6 +74,7 @@ from trainlab.app.sweeps.optuna_study import (
     interrupted,
     open_storage,
     pruned_epoch,
+    study_url,
     trial_id,
     with_driver,
 )
@@ -112,7 +113,7 @@ def run_study(
     direction = resolve_direction(sweeper.direction, config.objective)
 
     sweep_dir = Path(config.hydra.sweep.dir).resolve()
-    url = sweeper.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    url = study_url(sweeper.storage, sweep_dir)
     shown_url = hide_password(url)
     check_heartbeat(sweeper.heartbeat_interval, sweeper.grace_period)
     if not sweeper.storage:  # the default database lives in the sweep folder
@@ -144,6 +145,11 @@ def run_study(
         f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
         f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
     )
+    if type(sweeper.launcher).__name__ == "BasicLauncher":
+        # The jobs run in this process: their imports before the first ask, so that the
+        # study's times (the leaderboard's for other workers' trials, the dashboard's) are
+        # each trial's own. (Forked workers are warm already.)
+        warm_up()
     run_trials(sweeper, study, storage, space, fixed, block, url, dead)
     results = summarize(study, config, shown_url, parser)
     write_yaml_atomic(results, sweep_dir / RESULTS_FILE)

@@ -4,7 +4,9 @@ Written as `leaderboard.csv` and `leaderboard.md` into the folder: after each jo
 (so a sweep that fails or is stopped still has one), and printed when the sweep ends.
 `scripts/leaderboard.py FOLDER` builds the same table for any folder of runs. A sweep's
 job records (`jobs.py`) give each row its status (complete, pruned, failed with its
-reason) and its wall time, measured from the job's own start.
+reason) and its wall time, measured from the job's own start. When an Optuna sweep ends,
+the trials of its study that left nothing in the folder (other workers' on another file
+system) are added from the study (`study_rows`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainlab.app.sweeps import jobs
+from trainlab.app.sweeps.optuna_study import study_trials
 from trainlab.components.callbacks.monitor import resolve_mode
 from trainlab.engine.distributed import is_main_process
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 # libyaml's safe loader where PyYAML has it (the same results, many times faster).
@@ -86,9 +93,15 @@ def _read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     return row
 
 
-def build_leaderboard(folder: str | Path) -> list[dict[str, Any]]:
+def build_leaderboard(
+    folder: str | Path, extra: Sequence[dict[str, Any]] = (), objective: str | None = None
+) -> list[dict[str, Any]]:
     """Rows for every run and sweep job under `folder`: complete ones best first, then
-    pruned ones (also by their objective), then failed and unfinished ones."""
+    pruned ones (also by their objective), then failed and unfinished ones.
+
+    `extra`: rows for runs that left nothing in `folder` (`study_rows`: a shared study's
+    trials run on another file system), with their objective's value, named as the runs
+    here name it, else `objective` (what the config says, unless auto)."""
     folder = Path(folder)
     rows = {row["run"]: row for row in (read_run(run, folder) for run in find_runs(folder))}
     for record in jobs.read_records(folder):
@@ -103,6 +116,13 @@ def build_leaderboard(folder: str | Path) -> list[dict[str, Any]]:
             row["wall_time_s"] = record["wall_time_s"]
         if record.get("reason"):
             row["reason"] = record["reason"]
+    named = next((r["objective"] for r in rows.values() if r.get("objective")), None)
+    named = named or (objective if objective not in (None, "auto") else "val/objective")
+    for row in extra:
+        if row["run"] not in rows:
+            rows[row["run"]] = row = dict(row)
+            if row.get("value") is not None:
+                row.update({"objective": named, named: row["value"]})
     rows_list = list(rows.values())
     swept = swept_keys([row["overrides"] for row in rows_list])
     for row in rows_list:
@@ -118,6 +138,41 @@ def build_leaderboard(folder: str | Path) -> list[dict[str, Any]]:
     for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank if row["status"] == "complete" else None
     return ordered
+
+
+def study_rows(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
+    """A row for each trial of an Optuna study, from what the study keeps: its overrides,
+    state (a dead worker's trial: interrupted), objective value (a pruned trial's last
+    report), epochs reported and time from its ask to its tell."""
+    from optuna.trial import TrialState
+
+    from trainlab.app.sweeps.optuna_study import FAIL_REASON, OVERRIDES, interrupted
+
+    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+              TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+              TrialState.WAITING: "queued"}  # fmt: skip
+    cut = interrupted(list(trials))
+    rows = []
+    for trial in trials:
+        row: dict[str, Any] = {
+            "run": str(trial.number),
+            "overrides": [str(o) for o in trial.user_attrs.get(OVERRIDES, [])],
+            "status": "interrupted" if trial.number in cut else states[trial.state],
+        }
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON):
+            row["reason"] = trial.user_attrs[FAIL_REASON]
+        reports = trial.intermediate_values
+        if trial.state == TrialState.COMPLETE:
+            row["value"] = trial.value
+        elif trial.state == TrialState.PRUNED and reports:
+            row["value"] = reports[max(reports)]
+        if reports:
+            row["epochs"] = max(reports) + 1
+        if trial.datetime_start and trial.datetime_complete:
+            took = trial.datetime_complete - trial.datetime_start
+            row["wall_time_s"] = round(took.total_seconds(), 3)
+        rows.append(row)
+    return rows
 
 
 def swept_keys(override_lists: list[list[str]]) -> set[str] | None:
@@ -189,14 +244,17 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_leaderboard(folder: str | Path) -> str:
+def write_leaderboard(
+    folder: str | Path, extra: Sequence[dict[str, Any]] = (), objective: str | None = None
+) -> str:
     """Write leaderboard.csv and leaderboard.md into `folder`; return the Markdown.
 
     Jobs finishing together (parallel launchers) write one at a time, each after its own
-    record: the last one to write has read every record."""
+    record: the last one to write has read every record. `extra`, `objective`: as for
+    `build_leaderboard`."""
     folder = Path(folder)
     with _locked(folder / ".leaderboard.lock"):
-        rows = build_leaderboard(folder)
+        rows = build_leaderboard(folder, extra, objective)
         markdown = to_markdown(rows)
         _write_atomic(folder / "leaderboard.csv", to_csv(rows))
         _write_atomic(folder / "leaderboard.md", markdown)
@@ -260,5 +318,8 @@ class Leaderboard(Callback):
             self.relay.stop()
         folder = Path(config.hydra.sweep.dir)
         if folder.is_dir() and is_main_process():
-            markdown = write_leaderboard(folder)
+            # An Optuna study's trials that other workers ran on other file systems too.
+            trials = study_trials(config)
+            extra = study_rows(trials) if trials else []
+            markdown = write_leaderboard(folder, extra, config.get("objective"))
             print(f"\nleaderboard ({folder / 'leaderboard.md'}):\n{markdown}", flush=True)

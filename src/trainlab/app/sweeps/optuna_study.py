@@ -11,11 +11,15 @@ Kept free of torch imports: the sweeper imports it before any job runs.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+
+log = logging.getLogger(__name__)
 
 # The config key of the trial block the sweeper passes to each job.
 TRIAL_KEY = "optuna_trial"
@@ -105,6 +109,30 @@ def hide_password(url: str) -> str:
         import re
 
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def study_url(storage: str | None, sweep_dir: str | Path) -> str:
+    """The study's storage: `hydra.sweeper.storage`, else SQLite in the sweep folder."""
+    return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
+
+
+def study_trials(config: Any) -> list[optuna.trial.FrozenTrial] | None:
+    """Every trial of the Optuna study a sweep's `config` (with its `hydra` node) ran, from
+    every worker that shares it; None for other sweepers, or a study that cannot be read
+    (said in one line)."""
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("TrainlabOptunaSweeper"):
+        return None
+    url = study_url(sweeper.get("storage"), config.hydra.sweep.dir)
+    try:
+        storage = open_storage(url)
+        study_id = storage.get_study_id_from_name(sweeper.study_name)
+        return storage.get_all_trials(study_id, deepcopy=False)
+    except Exception as ex:  # the leaderboard goes on with the run folders alone
+        from trainlab.errors import one_line
+
+        log.warning(f"leaderboard: the study's trials could not be read: {one_line(ex)}")
+        return None
 
 
 def trial_storage(block: Any) -> str:
