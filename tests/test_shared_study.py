@@ -132,10 +132,10 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
         record = json.loads((tmp_path / f".job-{original.number}.json").read_text())
         assert record["reason"].endswith(f"queued again as trial {retry.number}")
     assert json.loads((tmp_path / ".job-1.json").read_text())["reason"] == (
-        "interrupted: its sweep process on this machine was killed; queued again as trial 3"
+        "its sweep process on this machine was killed; queued again as trial 3"
     )
     assert json.loads((tmp_path / ".job-2.json").read_text())["reason"] == (
-        "interrupted: its worker stopped beating (no heartbeat for 2 s); queued again as trial 4"
+        "its worker stopped beating (no heartbeat for 2 s); queued again as trial 4"
     )
     # Taken: the live one and both retries; the interrupted ones do not count.
     assert count_taken(study) == 3
@@ -155,6 +155,7 @@ def test_dead_workers_trials_are_failed_and_queued_once_with_their_parameters(
     again = json.loads((tmp_path / ".job-3.json").read_text())
     assert study.trials[3].state == TrialState.FAIL and interrupted(study.trials) == {1, 2}
     assert again["status"] == "failed"
+    assert again["reason"].startswith("interrupted: ")  # failed, and why
     assert again["reason"].endswith("already a retry, so not queued again")
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
     assert count_taken(study) == 3  # the failed retry counts as a failure

@@ -134,17 +134,17 @@ class DeadTrials:
             retry_key = trial_id(storage, study.study_name, retry.number)
             storage.set_trial_user_attr(retry_key, RETRY_OF, trial.number)
             storage.set_trial_user_attr(retry_key, WORKER, None)
-            reason = f"interrupted: {why}; queued again as trial {retry.number}"
+            status, reason = "interrupted", f"{why}; queued again as trial {retry.number}"
         else:
-            reason = f"interrupted: {why}; already a retry, so not queued again"
-        log.warning(f"trial {trial.number}: {reason}")
+            status, reason = "failed", f"interrupted: {why}; already a retry, so not queued again"
+        log.warning(f"trial {trial.number} {status}: {reason}")
         write_record(
             self.sweep_dir,
             {
                 "job": trial.number,
                 "run": str(trial.number),
                 "overrides": trial.user_attrs.get("overrides", []),
-                "status": "interrupted" if retried else "failed",
+                "status": status,
                 "reason": reason,
             },
         )

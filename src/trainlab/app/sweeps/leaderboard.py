@@ -199,7 +199,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     head = ["rank", "run", "overrides", "status", objective, test_name, "epochs", "wall time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        status = status_text(r)
+        status = f"{r['status']}: {r['reason']}" if r.get("reason") else r["status"]
         cells = [
             r.get("rank") or "-",
             r["run"],
@@ -212,15 +212,6 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def status_text(row: dict[str, Any]) -> str:
-    """`failed: <reason>`; a reason that starts with the status already is shown alone
-    (`interrupted: ...; queued again as trial 9`)."""
-    status, reason = row["status"], row.get("reason")
-    if not reason:
-        return status
-    return reason if reason.startswith(f"{status}:") else f"{status}: {reason}"
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
