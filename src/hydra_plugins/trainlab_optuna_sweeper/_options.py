@@ -57,18 +57,22 @@ def check_workers(sweeper: TrainlabOptunaSweeper) -> None:
         raise ConfigError(f"hydra.sweeper.workers={workers!r} must be an integer >= 1")
     if workers == 1:
         return
-    launcher = type(sweeper.launcher).__name__
-    if launcher != "BasicLauncher":
+    if not jobs_run_here(sweeper):
         raise ConfigError(
             f"hydra.sweeper.workers={workers} forks workers that run jobs themselves, but "
-            f"hydra/launcher runs them ({launcher}): use its own parallelism "
-            "(hydra.sweeper.n_jobs, a SLURM array) or drop hydra.sweeper.workers"
+            f"hydra/launcher runs them ({type(sweeper.launcher).__name__}): use its own "
+            "parallelism (hydra.sweeper.n_jobs, a SLURM array) or drop hydra.sweeper.workers"
         )
     if not hasattr(os, "fork"):
         raise ConfigError(
             f"hydra.sweeper.workers={workers} needs fork, which this system lacks: start "
             "the same command once per worker instead (they share the study)"
         )
+
+
+def jobs_run_here(sweeper: TrainlabOptunaSweeper) -> bool:
+    """Whether the launcher runs each job in the sweep's own process (Hydra's basic one)."""
+    return type(sweeper.launcher).__name__ == "BasicLauncher"
 
 
 def check_keys(space: dict[str, BaseDistribution], config: DictConfig) -> None:

@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from hydra_plugins.trainlab_optuna_sweeper._options import (
     check_keys,
     check_options,
+    jobs_run_here,
     make_sampler,
     pruner_node,
     resolve_direction,
@@ -145,7 +146,7 @@ def run_study(
         f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
         f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
     )
-    if type(sweeper.launcher).__name__ == "BasicLauncher":
+    if jobs_run_here(sweeper):
         # The jobs run in this process: their imports before the first ask, so that the
         # study's times (the leaderboard's for other workers' trials, the dashboard's) are
         # each trial's own. (Forked workers are warm already.)
