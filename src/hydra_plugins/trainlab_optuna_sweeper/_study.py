@@ -146,10 +146,10 @@ def run_study(
         f"in {shown_url}: {count_done(study)} of {sweeper.n_trials} trials done; "
         f"sampler {sweeper.sampler}, pruner {sweeper.pruner}"
     )
-    if jobs_run_here(sweeper):
+    if jobs_run_here(sweeper) and trials_wanted(sweeper, study):
         # The jobs run in this process: their imports before the first ask, so that the
         # study's times (the leaderboard's for other workers' trials, the dashboard's) are
-        # each trial's own. (Forked workers are warm already.)
+        # each trial's own. (Forked workers are warm already; a finished study needs none.)
         warm_up()
     run_trials(sweeper, study, storage, space, fixed, block, url, dead)
     results = summarize(study, config, shown_url, parser)
@@ -233,10 +233,8 @@ def ask_trials(
 ) -> list[Trial]:
     """Up to n_jobs trials for this worker: queued ones first, then new ones while fewer
     than n_trials are taken. Called under the ask lock."""
-    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    wanted = min(sweeper.n_jobs, waiting + max(sweeper.n_trials - count_taken(study), 0))
     trials = []
-    for _ in range(wanted):
+    for _ in range(trials_wanted(sweeper, study)):
         with warnings.catch_warnings():  # ask/tell with heartbeats: beaten by `beats`
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask(space)
@@ -244,6 +242,13 @@ def ask_trials(
         trial.set_user_attr(WORKER, me)
         trials.append(trial)
     return trials
+
+
+def trials_wanted(sweeper: TrainlabOptunaSweeper, study: optuna.Study) -> int:
+    """How many trials this worker would take now: queued ones, then new ones while fewer
+    than n_trials are taken; at most n_jobs."""
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    return min(sweeper.n_jobs, waiting + max(sweeper.n_trials - count_taken(study), 0))
 
 
 def open_study(
