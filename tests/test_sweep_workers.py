@@ -136,7 +136,10 @@ def wait_for_running(cwd: Path, name: str, proc: subprocess.Popen, count: int) -
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         try:
-            if storage is None and db.exists():
+            # Once a job has started: the sweep has made the tables then. Opening the
+            # storage as soon as the file appears raced the sweep to create them ("table
+            # ... already exists", the sweep's exit 2).
+            if storage is None and any(db.parent.glob(".job-*.json")):
                 storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
             if storage is None:
                 continue
